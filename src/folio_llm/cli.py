@@ -1,0 +1,163 @@
+"""`folio-llm <command>`: the pipeline's steps as one console command.
+
+The DVC stages run the same click commands through the thin files in ``scripts/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from folio_llm.params import ParamsError, load_params
+
+PARAMS_OPTION = click.option(
+    "--params", "params_path", default="params.yaml", show_default=True,
+    type=click.Path(dir_okay=False), help="params.yaml to read (missing = embedded defaults).",
+)
+
+# Errors that mean bad input or settings: one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, OSError, ValueError)
+
+
+def friendly_errors(command):
+    """Turn bad-input exceptions into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            if os.environ.get("FOLIO_LLM_DEBUG"):
+                raise
+            message = str(exc) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.filename:
+                message = f"{exc.strerror}: {exc.filename}"
+            click.echo(f"error: {message.splitlines()[0]}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="folio-llm")
+def main():
+    """Teach an LLM to catalog: FOLIO Instance training data from MARC or FOLIO JSON.
+
+    The DVC pipeline (dvc.yaml) runs these commands in order; run them by hand to try your own
+    files. Settings live in params.yaml, one section per stage.
+    """
+
+
+@main.command("marc-to-instances")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--rules", required=True, type=click.Path(dir_okay=False), help="FOLIO MARC-bib mapping rules JSON.")
+@click.option("--reference-data", required=True, type=click.Path(file_okay=False), help="Folder of reference data.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Instances, one JSON per line.")
+@click.option("--rejects", required=True, type=click.Path(dir_okay=False), help="Unusable records with the reason.")
+@friendly_errors
+def marc_to_instances(inputs, rules, reference_data, out, rejects):
+    """Map MARC records (binary MARC21, MARCXML, OAI-PMH; folders too) to FOLIO Instances
+    with FOLIO's mapping rules. Prints `N read, M written, K rejected`."""
+    from folio_llm.pipeline import convert, source_items
+
+    counts = convert(source_items("marc", list(inputs), rules, reference_data), out, rejects)
+    click.echo(counts.line())
+    if counts.written == 0:
+        raise ValueError(f"no usable records in {', '.join(inputs)} (reasons in {rejects})")
+
+
+@main.command("instances")
+@PARAMS_OPTION
+@click.option("--out", default="data/instances.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--rejects", default="data/rejects/instances.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--report", default="reports/instances.json", show_default=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def instances(params_path, out, rejects, report):
+    """Stage `instances`: read params.source, draw the seeded sample, write Instances."""
+    from folio_llm.pipeline import convert, source_items, write_stage_report
+
+    params = load_params(params_path)
+    source = params.source
+    items = source_items(source.kind, [source.path], source.rules, source.reference_data)
+    counts = convert(items, out, rejects, source.sample_size, params.seed)
+    write_stage_report(report, counts, kind=source.kind, path=source.path,
+                       sample_size=source.sample_size, seed=params.seed)
+    click.echo(counts.line())
+    if counts.written == 0:
+        raise ValueError(f"no usable records in {source.path} (reasons in {rejects})")
+
+
+@main.command("denormalize")
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.option("--reference-data", required=True, type=click.Path(file_okay=False), help="Folder of reference data.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Denormalized records, JSON Lines.")
+@click.option("--rejects", default="data/rejects/denormalize.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--report", default=None, type=click.Path(dir_okay=False), help="Counts and field coverage (JSON).")
+@PARAMS_OPTION
+@friendly_errors
+def denormalize(input_path, reference_data, out, rejects, report, params_path):
+    """Replace reference UUIDs by labels (instanceTypeId -> instanceTypeText, ...) and keep
+    the fields named in params.denormalize."""
+    from folio_llm.folio.reference import ReferenceData
+    from folio_llm.pipeline import denormalize_file, write_stage_report
+    from folio_llm.records import Denormalizer
+
+    settings = load_params(params_path).denormalize
+    denormalizer = Denormalizer(
+        ReferenceData.load(reference_data), settings.fields, settings.identifier_types, settings.unicode_form
+    )
+    if not Path(input_path).is_file():
+        raise ValueError(f"input not found: {input_path}")
+    counts = denormalize_file(input_path, out, rejects, denormalizer)
+    if report:
+        write_stage_report(report, counts, **denormalizer.stats.as_dict())
+    click.echo(counts.line())
+    if counts.written == 0:
+        raise ValueError(f"no usable records in {input_path} (reasons in {rejects})")
+
+
+@main.command("build-dataset")
+@click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Writes <layout>/<split>.jsonl here.")
+@click.option("--report", default="reports/dataset.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--summary", default="reports/dataset.md", show_default=True, type=click.Path(dir_okay=False))
+@PARAMS_OPTION
+@friendly_errors
+def build_dataset(input_path, out_dir, report, summary, params_path):
+    """Build prompt/target pairs and the seeded train/valid/test split in every layout
+    (openai, chat, completions, text) from denormalized records."""
+    from folio_llm.dataset import build_examples, dataset_report, write_layouts, write_report
+    from folio_llm.jsonl import load_jsonl
+
+    params = load_params(params_path)
+    if not Path(input_path).is_file():
+        raise ValueError(f"input not found: {input_path}")
+    result = build_examples(load_jsonl(input_path), params.dataset, params.seed)
+    if not any(result.splits.values()):
+        raise ValueError(f"no rows could be built from {input_path}")
+    write_layouts(result, out_dir)
+    stats = dataset_report(result, params.dataset)
+    write_report(stats, report, summary)
+    counts = stats["counts"]
+    click.echo(f"{stats['rows']} rows: {counts['train']} train, {counts['valid']} valid, {counts['test']} test "
+               f"({stats['duplicates_removed']} duplicates removed)")
+
+
+@main.command("check-params")
+@PARAMS_OPTION
+@friendly_errors
+def check_params(params_path):
+    """Validate params.yaml and print the settings in force (defaults filled in)."""
+    import yaml
+
+    from folio_llm.params import as_dict
+
+    click.echo(yaml.safe_dump(as_dict(load_params(params_path)), sort_keys=False, allow_unicode=True), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""The schema of params.yaml: one typed section per stage, validated in one place.
+
+Every section is a dataclass whose fields carry their help text. ``load_params`` refuses an
+unknown key or a value of the wrong type with a message that names the key, before any
+stage does work. Defaults here are the embedded defaults: an empty params.yaml runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml that cannot be used; the message names the key."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class SourceParams:
+    kind: Literal["marc", "folio-json"] = _help(
+        "Where records come from: 'marc' (binary MARC21, MARCXML, OAI-PMH) mapped with FOLIO's "
+        "rules, or 'folio-json' (Instance JSON files, JSON arrays, JSON Lines, API responses).",
+        "marc",
+    )
+    path: str = _help("File or folder of source records (folders are read recursively).", "data/raw/marc")
+    rules: str = _help(
+        "FOLIO MARC-bib mapping rules (GET /mapping-rules/marc-bib).",
+        "data/raw/folio/mapping-rules/marc-bib.json",
+    )
+    reference_data: str = _help(
+        "Folder of the tenant's reference data (instance types, contributor types, ...).",
+        "data/raw/folio/reference-data",
+    )
+    sample_size: int = _help(
+        "How many usable records to draw at random (0 = all). Samples are nested: the sample "
+        "of 500 is part of the sample of 1000 for the same seed.",
+        1000,
+    )
+
+
+DEFAULT_FIELDS: dict[str, list[str] | None] = {
+    "title": None,
+    "contributors": ["name", "contributorNameTypeText", "contributorTypeText", "primary"],
+    "editions": None,
+    "publication": ["publisher", "place", "dateOfPublication", "role"],
+    "identifiers": ["value", "identifierTypeText"],
+    "physicalDescriptions": None,
+    "series": ["value"],
+    "subjects": ["value"],
+    "classifications": ["classificationNumber", "classificationTypeText"],
+    "languages": None,
+    "instanceTypeText": None,
+    "modeOfIssuanceText": None,
+}
+
+DEFAULT_IDENTIFIER_TYPES = [
+    "ISBN",
+    "ISSN",
+    "ISMN",
+    "LCCN",
+    "UPC",
+    "Other standard identifier",
+    "Publisher or distributor number",
+]
+
+
+@dataclass
+class DenormalizeParams:
+    fields: dict[str, list[str] | None] = _help(
+        "Fields to keep, in order, after reference UUIDs are replaced by labels "
+        "(xxxId -> xxxText). For a list of objects, the keys to keep (null = all keys).",
+        factory=lambda: dict(DEFAULT_FIELDS),
+    )
+    identifier_types: list[str] = _help(
+        "Identifier types to keep (labels); others (system control numbers, OCLC numbers) "
+        "are dropped because nothing on the item tells them. Empty list = keep all.",
+        factory=lambda: list(DEFAULT_IDENTIFIER_TYPES),
+    )
+    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD", "none"] = _help(
+        "Unicode normalization applied to every string (MARC data often arrives decomposed).",
+        "NFC",
+    )
+
+
+DEFAULT_SYSTEM_PROMPTS = [
+    "As an expert cataloger, you will create the FOLIO inventory JSON record.",
+]
+
+# Square brackets mark an optional segment: it is dropped when a placeholder inside is empty.
+DEFAULT_CLAUSES: dict[str, list[str]] = {
+    "title": ["For {title}", "Title: {title}", "Catalog {title}"],
+    "contributors": ["By {contributors}.", "Contributors: {contributors}.", "Names on the item: {contributors}."],
+    "editions": ["Edition: {editions}.", "{editions}."],
+    "publication": [
+        "Published[ in {date}][ by {publisher}][, {place}].",
+        "Publication:[ {place}][ : {publisher}][, {date}].",
+        "Issued[ by {publisher}][ in {place}][, {date}].",
+    ],
+    "identifiers": ["Identifiers: {identifiers}.", "Numbers on the item: {identifiers}."],
+    "physicalDescriptions": ["Extent: {physicalDescriptions}.", "Physical description: {physicalDescriptions}."],
+    "series": ["Series: {series}.", "In the series {series}."],
+    "subjects": ["Subjects are {subjects}.", "Subjects: {subjects}.", "About {subjects}."],
+    "classifications": ["Classified as {classifications}."],
+    "languages": ["Language: {languages}."],
+    "instanceTypeText": ["Resource type: {instanceTypeText}."],
+    "modeOfIssuanceText": ["Issued as a {modeOfIssuanceText}."],
+}
+
+
+@dataclass
+class SplitParams:
+    train: float = _help("Share of rows for training.", 0.8)
+    valid: float = _help("Share of rows for validation.", 0.1)
+    test: float = _help("Share of rows for the held-out test set.", 0.1)
+
+
+@dataclass
+class DatasetParams:
+    prompt_fields: list[str] = _help(
+        "Fields the user prompt mentions, in order: what a cataloger reads off the item in hand. "
+        "Target fields not listed here must be inferred by the model.",
+        factory=lambda: [
+            "title", "contributors", "editions", "publication", "identifiers",
+            "physicalDescriptions", "series", "subjects",
+        ],
+    )
+    target_fields: list[str] = _help(
+        "Fields the assistant's JSON holds, in this key order (from the denormalized record).",
+        factory=lambda: list(DEFAULT_FIELDS),
+    )
+    system_prompts: list[str] = _help(
+        "System prompt phrasings; each row draws one (seeded).", factory=lambda: list(DEFAULT_SYSTEM_PROMPTS)
+    )
+    clauses: dict[str, list[str]] = _help(
+        "Per prompt field, the phrasings of its clause; each row draws one per field (seeded). "
+        "Placeholders: the field name; for publication {date}, {publisher}, {place}. "
+        "[optional segments] vanish when a placeholder inside them is empty.",
+        factory=lambda: {k: list(v) for k, v in DEFAULT_CLAUSES.items()},
+    )
+    list_separator: str = _help(
+        "Joins list values in the prompt. Not a comma: subjects and names hold commas.", "; "
+    )
+    split: SplitParams = _help("Train/valid/test shares (must sum to 1).", factory=SplitParams)
+    max_chars: int = _help(
+        "Rows whose system + user + assistant text is longer than this are flagged as over-length "
+        "in the report (about 4 characters per token).",
+        4000,
+    )
+
+
+@dataclass
+class Params:
+    seed: int = _help("Seed for every random draw: sample, phrasings, split.", 42)
+    source: SourceParams = _help("Stage 'instances': where the records come from.", factory=SourceParams)
+    denormalize: DenormalizeParams = _help(
+        "Stage 'denormalize': labels instead of UUIDs, fields to keep.", factory=DenormalizeParams
+    )
+    dataset: DatasetParams = _help("Stage 'dataset': prompts, targets and splits.", factory=DatasetParams)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping to {_type_name(typing.get_args(tp)[1])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp``; return it converted (dataclasses built)."""
+    origin = typing.get_origin(tp)
+    wrong = ParamsError(f"params: {key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise wrong
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise wrong
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ParamsError:
+                continue
+        raise wrong
+    if origin is list:
+        if not isinstance(value, list):
+            raise wrong
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            raise wrong
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    raise TypeError(f"unsupported params type {tp}")
+
+
+def _build(cls: type, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ParamsError(f"params: unknown key '{where}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name in known:
+        if name in values:
+            kwargs[name] = _convert(values[name], hints[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def _check(params: Params) -> None:
+    split = params.dataset.split
+    shares = (split.train, split.valid, split.test)
+    if any(s < 0 for s in shares) or abs(sum(shares) - 1.0) > 1e-6:
+        raise ParamsError(f"params: dataset.split: shares must be >= 0 and sum to 1, got {shares}")
+    if params.source.sample_size < 0:
+        raise ParamsError("params: source.sample_size: must be >= 0 (0 = all records)")
+    unknown = [f for f in params.dataset.prompt_fields if f not in params.dataset.clauses]
+    if unknown:
+        raise ParamsError(f"params: dataset.prompt_fields: no clause phrasing for {unknown} in dataset.clauses")
+    for name, phrasings in params.dataset.clauses.items():
+        if not phrasings:
+            raise ParamsError(f"params: dataset.clauses.{name}: needs at least one phrasing")
+    if not params.dataset.system_prompts:
+        raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
+    kept = set(params.denormalize.fields)
+    missing = [f for f in params.dataset.target_fields if f not in kept]
+    if missing:
+        raise ParamsError(f"params: dataset.target_fields: {missing} not kept by denormalize.fields")
+
+
+def parse_params(values: dict | None) -> Params:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ParamsError("params: the file must hold a mapping of sections")
+    params = _build(Params, values)
+    _check(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        return parse_params({})
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_params(values)
+
+
+def as_dict(params: Any) -> Any:
+    return dataclasses.asdict(params)

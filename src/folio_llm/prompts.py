@@ -1,0 +1,167 @@
+"""The one renderer: denormalized record -> chat messages -> every dataset layout.
+
+The user prompt is what a cataloger reads off the item in hand, one clause per prompt field;
+the assistant's answer is the record's target fields as strict JSON. Phrasings are drawn per
+row from a seeded generator, so the same params always give the same text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+
+from folio_llm.params import DatasetParams
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+_END_PUNCT = (".", "?", "!")
+_DOUBLE_STOP = re.compile(r"(?<!\.)([.?!])\.(?!\.)")
+
+
+def target_json(target: dict) -> str:
+    """The assistant's answer: strict JSON, non-ASCII kept, compact but readable."""
+    return json.dumps(target, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    def put(match: re.Match) -> str:
+        return values.get(match.group(1), "")
+
+    return _PLACEHOLDER.sub(put, text)
+
+
+def render_clause(template: str, values: dict[str, str]) -> str | None:
+    """Fill ``template``; ``[segments]`` whose placeholders are empty vanish.
+
+    Returns None when no placeholder of the template has a value. The template is split
+    before filling, so brackets inside values ("[publisher not identified]") stay as they are.
+    """
+    if not any(values.get(name) for name in _PLACEHOLDER.findall(template)):
+        return None
+    pieces, last = [], 0
+    for match in _OPTIONAL.finditer(template):
+        pieces.append(_fill(template[last:match.start()], values))
+        inner = match.group(1)
+        if all(values.get(name) for name in _PLACEHOLDER.findall(inner)):
+            pieces.append(_fill(inner, values))
+        last = match.end()
+    pieces.append(_fill(template[last:], values))
+    text = re.sub(r"\s+", " ", "".join(pieces)).strip()
+    # a value that already ends a sentence ("... judgeships.") needs no second full stop
+    text = _DOUBLE_STOP.sub(r"\1", text)
+    if not text.endswith(_END_PUNCT):
+        text += "."
+    return text
+
+
+def _item_text(field: str, item) -> str:
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict):
+        return str(item)
+    if field == "contributors":
+        return item.get("name", "")
+    if field == "identifiers":
+        kind = item.get("identifierTypeText")
+        return f"{kind} {item.get('value', '')}".strip() if kind else item.get("value", "")
+    if field == "classifications":
+        kind = item.get("classificationTypeText")
+        number = item.get("classificationNumber", "")
+        return f"{kind} {number}".strip() if kind else number
+    if field == "alternativeTitles":
+        return item.get("alternativeTitle", "")
+    if field == "notes":
+        return item.get("note", "")
+    return str(item.get("value", ""))
+
+
+def clause_values(record: dict, field: str, separator: str) -> list[dict[str, str]]:
+    """Placeholder values for one field's clause(s): one dict per clause to render."""
+    value = record.get(field)
+    if value in (None, "", [], {}):
+        return []
+    if field == "publication":
+        return [
+            {"date": p.get("dateOfPublication", ""), "publisher": p.get("publisher", ""), "place": p.get("place", "")}
+            for p in value if isinstance(p, dict)
+        ]
+    if isinstance(value, list):
+        texts = [t for t in (_item_text(field, v) for v in value) if t]
+        return [{field: separator.join(texts)}] if texts else []
+    return [{field: str(value)}]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rendered row: the chat messages and which target fields the prompt tells."""
+
+    key: str
+    messages: list[dict]
+    target: dict
+    transcribed: list[str]
+    inferred: list[str]
+
+    @property
+    def system(self) -> str:
+        return self.messages[0]["content"]
+
+    @property
+    def user(self) -> str:
+        return self.messages[1]["content"]
+
+    @property
+    def assistant(self) -> str:
+        return self.messages[2]["content"]
+
+    def layouts(self) -> dict[str, dict]:
+        """This row in every layout the training backends read."""
+        return {
+            "openai": {"messages": self.messages},
+            "chat": {"messages": self.messages},
+            "completions": {"prompt": f"{self.system}\n\n{self.user}", "completion": self.assistant},
+            "text": {"text": f"{self.system}\n\nQ: {self.user}\nA: {self.assistant}"},
+        }
+
+    def meta(self) -> dict:
+        return {"id": self.key, "transcribed": self.transcribed, "inferred": self.inferred}
+
+
+LAYOUTS = ("openai", "chat", "completions", "text")
+
+
+class PromptRenderer:
+    def __init__(self, params: DatasetParams, seed: int):
+        self.params = params
+        self.seed = seed
+
+    def user_prompt(self, record: dict, rng: random.Random) -> tuple[str, list[str]]:
+        clauses: list[str] = []
+        mentioned: list[str] = []
+        for field in self.params.prompt_fields:
+            phrasings = self.params.clauses[field]
+            template = phrasings[rng.randrange(len(phrasings))]
+            rendered = [render_clause(template, v) for v in clause_values(record, field, self.params.list_separator)]
+            rendered = [r for r in rendered if r]
+            if rendered:
+                clauses.extend(rendered)
+                mentioned.append(field)
+        return " ".join(clauses), mentioned
+
+    def target(self, record: dict) -> dict:
+        return {f: record[f] for f in self.params.target_fields if f in record}
+
+    def render(self, record: dict, key: str) -> Example:
+        rng = random.Random(f"{self.seed}:{key}")
+        system = self.params.system_prompts[rng.randrange(len(self.params.system_prompts))]
+        user, mentioned = self.user_prompt(record, rng)
+        target = self.target(record)
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": target_json(target)},
+        ]
+        transcribed = [f for f in target if f in mentioned]
+        inferred = [f for f in target if f not in mentioned]
+        return Example(key, messages, target, transcribed, inferred)

@@ -1,0 +1,164 @@
+"""Source records -> FOLIO Instances: MARC through the mapping rules, or Instance JSON as is.
+
+Every unit of input yields exactly one ``SourceItem``: an Instance, or the reason it cannot be
+used. Callers write the rejects; read = usable + rejected always holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+MARC_SUFFIXES = {".mrc", ".marc", ".dat", ".bin", ".xml", ".gz", ".mrk21"}
+JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+
+
+class SourceError(ValueError):
+    """A source that cannot be read at all; the message names it."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    position: int
+    source: str
+    identifier: str | None
+    instance: dict | None = None
+    reason: str | None = None
+
+    def reject(self) -> dict:
+        return {"position": self.position, "source": self.source, "identifier": self.identifier, "reason": self.reason}
+
+
+def expand_paths(paths: Iterable[str | Path], suffixes: set[str]) -> list[Path]:
+    """Files as given; folders expanded recursively to the files with a known suffix."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise SourceError(f"no {'/'.join(sorted(suffixes))} files in folder {path}")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise SourceError(f"input not found: {path}")
+    return files
+
+
+def _has_title(instance: dict) -> bool:
+    title = instance.get("title")
+    return isinstance(title, str) and bool(title.strip())
+
+
+def iter_marc_instances(paths: Iterable[str | Path], engine) -> Iterator[SourceItem]:
+    from folio_llm.marc.reader import MarcReadError, iter_marc
+
+    files = expand_paths(paths, MARC_SUFFIXES)
+    try:
+        for item in iter_marc(files):
+            if item.record is None:
+                yield SourceItem(item.position, item.source, item.identifier, reason=item.error)
+                continue
+            try:
+                instance = engine.map(item.record)
+            except Exception as exc:  # a rules/record combination the engine did not foresee
+                yield SourceItem(item.position, item.source, item.identifier,
+                                 reason=f"mapping failed: {type(exc).__name__}: {exc}")
+                continue
+            if not _has_title(instance):
+                yield SourceItem(item.position, item.source, item.identifier, reason="no title (245$a) after mapping")
+                continue
+            yield SourceItem(item.position, item.source, item.identifier, instance)
+    except MarcReadError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def _instances_in_json(value) -> list | None:
+    """The Instance objects in a parsed JSON document, or None if it holds none we know."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value.get("instances"), list):
+            return value["instances"]
+        return [value]
+    return None
+
+
+def _json_units(path: Path) -> Iterator[tuple[object, str | None]]:
+    """(value, error) per unit: one per JSONL line, one per element of a JSON document."""
+    from folio_llm.jsonl import read_jsonl
+
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for line in read_jsonl(path):
+            yield line.value, line.error
+        return
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        yield None, f"not a JSON document ({exc})"
+        return
+    units = _instances_in_json(document)
+    if units is None:
+        yield None, "not an Instance, a list of Instances, or an API response with 'instances'"
+        return
+    if not units:
+        yield None, "no instances in file"
+    for unit in units:
+        yield unit, None
+
+
+def iter_json_instances(paths: Iterable[str | Path]) -> Iterator[SourceItem]:
+    position = 0
+    for path in expand_paths(paths, JSON_SUFFIXES):
+        for value, error in _json_units(path):
+            position += 1
+            identifier = None
+            if isinstance(value, dict):
+                identifier = value.get("hrid") or value.get("id")
+            if error is None and not isinstance(value, dict):
+                error = f"not a JSON object (got {type(value).__name__})"
+            if error is None and not _has_title(value):
+                error = "no title"
+            if error:
+                yield SourceItem(position, str(path), identifier, reason=error)
+            else:
+                yield SourceItem(position, str(path), identifier, value)
+
+
+def sample_key(seed: int, position: int) -> bytes:
+    return hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
+
+
+class NestedSample:
+    """Seeded random sample of at most ``size`` items, holding only ``size`` in memory.
+
+    Each item gets a key from (seed, position); the ``size`` smallest keys win, so the
+    sample of 500 is part of the sample of 1000 for the same seed. ``size == 0`` keeps all.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self._heap: list[tuple[bytes, int, dict]] = []  # max-heap via negated keys
+        self._all: list[tuple[int, dict]] = []
+
+    def offer(self, position: int, value: dict) -> None:
+        if self.size == 0:
+            self._all.append((position, value))
+            return
+        key = bytes(255 - b for b in sample_key(self.seed, position))  # invert for max-heap
+        entry = (key, position, value)
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, entry)
+        elif key > self._heap[0][0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def items(self) -> list[dict]:
+        """The sample in input order."""
+        chosen = self._all if self.size == 0 else [(pos, value) for _, pos, value in self._heap]
+        return [value for _, value in sorted(chosen, key=lambda pv: pv[0])]
