@@ -50,22 +50,24 @@ def _progress(items: Iterable, desc: str, unit: str = "rec") -> Iterator:
 
 def convert(items: Iterable[SourceItem], out: str | Path, rejects: str | Path,
             sample_size: int = 0, seed: int = 0) -> Counts:
-    """Write usable Instances (a seeded sample of them, if ``sample_size``) and the rejects."""
+    """Write usable Instances and the rejects. With ``sample_size``, a seeded sample of the
+    usable ones (held in memory, ``sample_size`` at most); without, everything, streamed."""
     counts = Counts()
-    sample = NestedSample(sample_size, seed)
-    with JsonlWriter(rejects) as rejected:
+    sample = NestedSample(sample_size, seed) if sample_size else None
+    with JsonlWriter(out) as writer, JsonlWriter(rejects) as rejected:
         for item in _progress(items, "instances"):
             counts.read += 1
             if item.instance is None:
                 rejected.write(item.reject())
                 counts.rejected += 1
                 counts.reasons[_reason_kind(item.reason or "unknown")] += 1
+            elif sample is None:
+                writer.write(item.instance)
             else:
                 sample.offer(item.position, item.instance)
-    chosen = sample.items()
-    with JsonlWriter(out) as writer:
-        writer.write_all(chosen)
-    counts.written = len(chosen)
+        if sample is not None:
+            writer.write_all(sample.items())
+        counts.written = writer.count
     counts.not_sampled = counts.read - counts.rejected - counts.written
     return counts
 

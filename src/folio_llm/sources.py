@@ -138,19 +138,15 @@ class NestedSample:
     """Seeded random sample of at most ``size`` items, holding only ``size`` in memory.
 
     Each item gets a key from (seed, position); the ``size`` smallest keys win, so the
-    sample of 500 is part of the sample of 1000 for the same seed. ``size == 0`` keeps all.
+    sample of 500 is part of the sample of 1000 for the same seed.
     """
 
     def __init__(self, size: int, seed: int):
         self.size = size
         self.seed = seed
-        self._heap: list[tuple[bytes, int, dict]] = []  # max-heap via negated keys
-        self._all: list[tuple[int, dict]] = []
+        self._heap: list[tuple[bytes, int, dict]] = []  # max-heap via inverted keys
 
     def offer(self, position: int, value: dict) -> None:
-        if self.size == 0:
-            self._all.append((position, value))
-            return
         key = bytes(255 - b for b in sample_key(self.seed, position))  # invert for max-heap
         entry = (key, position, value)
         if len(self._heap) < self.size:
@@ -160,5 +156,4 @@ class NestedSample:
 
     def items(self) -> list[dict]:
         """The sample in input order."""
-        chosen = self._all if self.size == 0 else [(pos, value) for _, pos, value in self._heap]
-        return [value for _, value in sorted(chosen, key=lambda pv: pv[0])]
+        return [value for _, position, value in sorted(self._heap, key=lambda entry: entry[1])]

@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make repro` (the main job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0  # pinned: the CPU build; an unpinned torch pulls CUDA (GBs)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+.PHONY: setup repro test test-fast bench
+setup: $(VENV)/.installed
+
+repro: $(VENV)/.installed
+	$(BIN)/dvc pull
+	$(BIN)/dvc repro
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/conformance.py

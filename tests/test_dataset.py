@@ -1,0 +1,107 @@
+import json
+
+from conftest import REFERENCE, RAW
+from folio_llm.dataset import build_examples, dataset_report, openai_problems, write_layouts
+from folio_llm.folio.reference import ReferenceData
+from folio_llm.params import parse_params
+from folio_llm.pipeline import convert, denormalize_file
+from folio_llm.prompts import LAYOUTS, PromptRenderer
+from folio_llm.records import Denormalizer
+from folio_llm.sources import iter_json_instances
+import pytest
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """The 132 real FOLIO sample Instances, denormalized by the real stages."""
+    tmp = tmp_path_factory.mktemp("records")
+    params = parse_params({})
+    convert(iter_json_instances([RAW / "folio" / "instances"]), tmp / "i.jsonl", tmp / "r.jsonl")
+    d = Denormalizer(ReferenceData.load(REFERENCE), params.denormalize.fields, params.denormalize.identifier_types)
+    denormalize_file(tmp / "i.jsonl", tmp / "d.jsonl", tmp / "dr.jsonl", d)
+    return [json.loads(line) for line in (tmp / "d.jsonl").read_text().splitlines()]
+
+
+def test_seed_example_shape():
+    params = parse_params({"dataset": {"clauses": {
+        "title": ["For {title}"], "publication": ["Published[ in {date}][ by {publisher}][, {place}]"],
+        "subjects": ["Subjects are {subjects}."]}, "prompt_fields": ["title", "publication", "subjects"]}})
+    record = {
+        "title": "Vacancies in certain judgeships.",
+        "subjects": [{"value": "Courts"}, {"value": "Judges"}, {"value": "United States--Officials and employees"}],
+        "publication": [{"publisher": "[publisher not identified]", "place": "Washington", "dateOfPublication": "1935"}],
+        "instanceTypeText": "text",
+        "modeOfIssuanceText": "single unit",
+    }
+    example = PromptRenderer(params.dataset, 42).render(record, "1")
+    assert example.system == "As an expert cataloger, you will create the FOLIO inventory JSON record."
+    assert example.user == (
+        "For Vacancies in certain judgeships. Published in 1935 by [publisher not identified], Washington. "
+        "Subjects are Courts; Judges; United States--Officials and employees."
+    )
+    assert json.loads(example.assistant) == {k: record[k] for k in params.dataset.target_fields if k in record}
+    assert example.transcribed == ["title", "publication", "subjects"]
+    assert example.inferred == ["instanceTypeText", "modeOfIssuanceText"]
+
+
+def test_list_values_are_not_joined_with_commas(records):
+    params = parse_params({})
+    renderer = PromptRenderer(params.dataset, 42)
+    record = next(r for r in records if any("," in s["value"] for s in r.get("subjects", [])))
+    example = renderer.render(record, "x")
+    joined = "; ".join(s["value"] for s in record["subjects"])
+    assert joined in example.user
+
+
+def test_targets_are_strict_json_with_target_keys_in_order(records):
+    params = parse_params({})
+    renderer = PromptRenderer(params.dataset, 7)
+    for index, record in enumerate(records):
+        example = renderer.render(record, str(index))
+        parsed = json.loads(example.assistant)
+        order = [f for f in params.dataset.target_fields if f in record]
+        assert list(parsed) == order
+        assert set(example.transcribed) | set(example.inferred) == set(order)
+        assert not openai_problems(example.messages, params.dataset.max_chars)
+
+
+def test_phrasings_vary_with_the_seed_but_not_between_runs(records):
+    params = parse_params({})
+    first = [PromptRenderer(params.dataset, 1).render(r, str(i)).user for i, r in enumerate(records)]
+    again = [PromptRenderer(params.dataset, 1).render(r, str(i)).user for i, r in enumerate(records)]
+    other = [PromptRenderer(params.dataset, 2).render(r, str(i)).user for i, r in enumerate(records)]
+    assert first == again
+    assert first != other
+    assert len({u.split(" ")[0] for u in first}) > 1  # several title phrasings in use
+
+
+def test_split_dedup_and_layouts(records, tmp_path):
+    params = parse_params({})
+    duplicated = records + records[:5]
+    result = build_examples(duplicated, params.dataset, 42)
+    assert result.duplicates_removed == 5
+    counts = {k: len(v) for k, v in result.splits.items()}
+    assert sum(counts.values()) == len(records)
+    assert counts["valid"] == counts["test"] == round(len(records) * 0.1)
+    report = dataset_report(result, params.dataset)
+    assert report["duplicates_across_splits"] == 0
+    assert report["openai_checks"]["bad_roles"] == report["openai_checks"]["empty_content"] == 0
+    write_layouts(result, tmp_path)
+    for split, n in counts.items():
+        for layout in (*LAYOUTS, "meta"):
+            lines = (tmp_path / layout / f"{split}.jsonl").read_text().splitlines()
+            assert len(lines) == n
+        openai_row = json.loads((tmp_path / "openai" / f"{split}.jsonl").read_text().splitlines()[0])
+        assert list(openai_row) == ["messages"]
+        completion = json.loads((tmp_path / "completions" / f"{split}.jsonl").read_text().splitlines()[0])
+        assert json.loads(completion["completion"]) == json.loads(openai_row["messages"][2]["content"])
+        text = json.loads((tmp_path / "text" / f"{split}.jsonl").read_text().splitlines()[0])["text"]
+        assert text.endswith(openai_row["messages"][2]["content"])
+
+
+def test_same_params_give_byte_identical_files(records, tmp_path):
+    params = parse_params({})
+    for out in ("a", "b"):
+        write_layouts(build_examples(records, params.dataset, 42), tmp_path / out)
+    for path in (tmp_path / "a").rglob("*.jsonl"):
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
