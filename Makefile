@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 repro: $(VENV)/.installed
-	$(BIN)/dvc pull
+	$(BIN)/dvc pull --allow-missing
 	$(BIN)/dvc repro
 
 test: $(VENV)/.installed

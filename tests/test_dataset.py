@@ -105,3 +105,16 @@ def test_same_params_give_byte_identical_files(records, tmp_path):
         write_layouts(build_examples(records, params.dataset, 42), tmp_path / out)
     for path in (tmp_path / "a").rglob("*.jsonl"):
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"date": "©2022"}, "Publication: ©2022."),
+    ({"date": "2022", "publisher": "P"}, "Publication: P, 2022."),
+    ({"date": "2022", "publisher": "[publisher not identified]", "place": "X"}, "Publication: X : [publisher not identified], 2022."),
+    ({"place": "Chicago, Ill."}, "Publication: Chicago, Ill."),
+    ({}, None),
+])
+def test_optional_segments_leave_no_dangling_punctuation(values, expected):
+    from folio_llm.prompts import render_clause
+
+    assert render_clause("Publication:[ {place}][ : {publisher}][, {date}].", values) == expected

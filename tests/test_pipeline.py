@@ -13,7 +13,7 @@ from conftest import REPO, SHARED
 
 pytestmark = pytest.mark.slow
 
-SKIP = {".venv", ".pytest_cache", "__pycache__", "models", "metrics", "reports", "dvclive", "build"}
+SKIP = {".venv", ".pytest_cache", "__pycache__", "models", "metrics", "reports", "dvclive", "build", "dvc.lock"}
 OUTPUTS = ["data/instances.jsonl", "data/denormalized.jsonl", "data/datasets"]
 
 
@@ -51,7 +51,7 @@ def digests(repo: Path) -> dict[str, str]:
 def repo(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "folio-llm")
     dvc(repo, "remote", "modify", "--local", "team", "url", str(SHARED / "dvc-remote"))
-    dvc(repo, "pull")
+    dvc(repo, "pull", "data/raw.dvc")
     assert (repo / "data" / "raw" / "marc" / "bibs.mrc").is_file()
     dvc(repo, "repro")
     return repo

@@ -18,6 +18,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _END_PUNCT = (".", "?", "!")
 _DOUBLE_STOP = re.compile(r"(?<!\.)([.?!])\.(?!\.)")
+_DANGLING_SEPARATOR = re.compile(r"(:)\s*[,;:]\s*")
 
 
 def target_json(target: dict) -> str:
@@ -51,6 +52,8 @@ def render_clause(template: str, values: dict[str, str]) -> str | None:
     text = re.sub(r"\s+", " ", "".join(pieces)).strip()
     # a value that already ends a sentence ("... judgeships.") needs no second full stop
     text = _DOUBLE_STOP.sub(r"\1", text)
+    # a separator left dangling by a missing value: "Publication:, 2022" -> "Publication: 2022"
+    text = _DANGLING_SEPARATOR.sub(r"\1 ", text)
     if not text.endswith(_END_PUNCT):
         text += "."
     return text
