@@ -19,3 +19,54 @@ def reference():
     from folio_llm.folio.reference import ReferenceData
 
     return ReferenceData.load(REFERENCE)
+
+
+def build_tiny_base(folder: Path) -> Path:
+    """A two-layer llama built from a config, with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from folio_llm.models import embedded_gguf, load_tokenizer
+
+    gguf = embedded_gguf()
+    tokenizer = load_tokenizer(str(gguf.parent), gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_real_dataset(folder: Path, records: int = 300) -> Path:
+    """Dataset layouts from the first ``records`` real MARC records, through the real stages."""
+    import itertools
+
+    from folio_llm.dataset import build_examples, write_layouts
+    from folio_llm.folio.reference import ReferenceData
+    from folio_llm.marc.rules import RuleEngine
+    from folio_llm.params import parse_params
+    from folio_llm.records import Denormalizer
+    from folio_llm.sources import iter_marc_instances
+
+    params = parse_params({})
+    reference = ReferenceData.load(REFERENCE)
+    engine = RuleEngine.from_files(RULES, REFERENCE)
+    denormalize = Denormalizer(reference, params.denormalize.fields, params.denormalize.identifier_types)
+    items = itertools.islice(iter_marc_instances([BIBS], engine), records)
+    rows = [denormalize(item.instance) for item in items if item.instance]
+    write_layouts(build_examples(rows, params.dataset, params.seed), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def real_dataset(tmp_path_factory):
+    return build_real_dataset(tmp_path_factory.mktemp("dataset"))

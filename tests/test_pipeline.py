@@ -1,4 +1,6 @@
-"""`dvc repro` for real, in a temporary copy of the repo, on the real data pulled from the remote."""
+"""`dvc repro` for real, in a temporary copy of the repo, on the real data pulled from the remote.
+
+Only the data stages run here (`dvc repro dataset`); training runs in test_training.py."""
 import hashlib
 import json
 import shutil
@@ -53,7 +55,7 @@ def repo(tmp_path_factory):
     dvc(repo, "remote", "modify", "--local", "team", "url", str(SHARED / "dvc-remote"))
     dvc(repo, "pull", "data/raw.dvc")
     assert (repo / "data" / "raw" / "marc" / "bibs.mrc").is_file()
-    dvc(repo, "repro")
+    dvc(repo, "repro", "dataset")  # the data stages; training is tested in test_training.py
     return repo
 
 
@@ -73,7 +75,7 @@ def test_default_pipeline_writes_every_output(repo):
 
 def test_same_params_give_byte_identical_outputs(repo):
     before = digests(repo)
-    dvc(repo, "repro", "--force")
+    dvc(repo, "repro", "--force", "dataset")
     assert digests(repo) == before
 
 
@@ -84,7 +86,7 @@ def test_changing_a_dataset_param_reruns_only_dataset(repo):
     params_path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     status = dvc(repo, "status")
     assert "dataset:" in status and "instances:" not in status and "denormalize:" not in status
-    log = dvc(repo, "repro")
+    log = dvc(repo, "repro", "dataset")
     assert "Running stage 'dataset'" in log
     assert "Running stage 'instances'" not in log and "Running stage 'denormalize'" not in log
     counts = json.loads((repo / "reports" / "dataset.json").read_text())["counts"]

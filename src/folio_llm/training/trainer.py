@@ -149,7 +149,8 @@ def train(
     if params.threads:
         torch.set_num_threads(params.threads)
     probe_device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    accelerator = Accelerator(mixed_precision=resolve_precision(params.precision, probe_device))
+    # cpu=True lets a torchrun / accelerate launch of several CPU processes form a gloo group
+    accelerator = Accelerator(mixed_precision=resolve_precision(params.precision, probe_device), cpu=probe_device == "cpu")
     set_seed(seed)
 
     tokenizer = load_tokenizer(str(base_dir))

