@@ -33,6 +33,8 @@ def build_tiny_base(folder: Path) -> Path:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        rope_theta=100000.0,  # as SmolLM2
+        initializer_range=0.2,  # with the default 0.02 the frozen embeddings are too small for LoRA to move the loss
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -70,3 +72,22 @@ def tiny_base(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_dataset(tmp_path_factory):
     return build_real_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def sample_records(tmp_path_factory):
+    """The 132 real FOLIO sample Instances, denormalized by the real stages."""
+    import json
+
+    from folio_llm.folio.reference import ReferenceData
+    from folio_llm.params import parse_params
+    from folio_llm.pipeline import convert, denormalize_file
+    from folio_llm.records import Denormalizer
+    from folio_llm.sources import iter_json_instances
+
+    tmp = tmp_path_factory.mktemp("records")
+    params = parse_params({})
+    convert(iter_json_instances([RAW / "folio" / "instances"]), tmp / "i.jsonl", tmp / "r.jsonl")
+    d = Denormalizer(ReferenceData.load(REFERENCE), params.denormalize.fields, params.denormalize.identifier_types)
+    denormalize_file(tmp / "i.jsonl", tmp / "d.jsonl", tmp / "dr.jsonl", d)
+    return [json.loads(line) for line in (tmp / "d.jsonl").read_text().splitlines()]

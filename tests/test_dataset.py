@@ -1,25 +1,14 @@
 import json
 
-from conftest import REFERENCE, RAW
 from folio_llm.dataset import build_examples, dataset_report, openai_problems, write_layouts
-from folio_llm.folio.reference import ReferenceData
 from folio_llm.params import parse_params
-from folio_llm.pipeline import convert, denormalize_file
 from folio_llm.prompts import LAYOUTS, PromptRenderer
-from folio_llm.records import Denormalizer
-from folio_llm.sources import iter_json_instances
 import pytest
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    """The 132 real FOLIO sample Instances, denormalized by the real stages."""
-    tmp = tmp_path_factory.mktemp("records")
-    params = parse_params({})
-    convert(iter_json_instances([RAW / "folio" / "instances"]), tmp / "i.jsonl", tmp / "r.jsonl")
-    d = Denormalizer(ReferenceData.load(REFERENCE), params.denormalize.fields, params.denormalize.identifier_types)
-    denormalize_file(tmp / "i.jsonl", tmp / "d.jsonl", tmp / "dr.jsonl", d)
-    return [json.loads(line) for line in (tmp / "d.jsonl").read_text().splitlines()]
+def records(sample_records):
+    return sample_records
 
 
 def test_seed_example_shape():

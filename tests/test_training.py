@@ -1,6 +1,7 @@
 """LoRA training with the torch backend: a tiny llama (real tokenizer) on real dataset rows."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,31 +106,22 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_base, real_dataset, tmp_pa
     assert pointer.exists(), "no checkpoint was written before the run ended"
     step = int(pointer.read_text().strip().split("-")[1])
     assert 0 < step < 60
+    shutil.copytree(tmp_path / "ck", tmp_path / "ck-copy")
+
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming from checkpoint at step {step}" in again.stdout + again.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["resumed_from_step"] == step and metrics["steps"] == 60
 
-
-def test_checkpoint_from_other_settings_is_not_resumed(tiny_base, real_dataset, tmp_path):
-    common = dict(batch_size=2, save_every=2, log_every=2, precision="fp32")
-    first = parse_params({"train": {**common, "max_steps": 4}}).train
-    train(first, 1, real_dataset / "chat", tiny_base, tmp_path / "a", tmp_path / "ck", None, None)
-    # leave a checkpoint behind as a killed run would, then change a setting
-    (tmp_path / "ck").mkdir()
-    params = parse_params({"train": {**common, "max_steps": 6, "save_every": 2}}).train
-    from folio_llm.training import trainer
-
-    original = trainer.shutil.rmtree
-    trainer.shutil.rmtree = lambda *a, **k: None  # keep the checkpoints of this run
-    try:
-        train(params, 1, real_dataset / "chat", tiny_base, tmp_path / "b", tmp_path / "ck", None, None)
-    finally:
-        trainer.shutil.rmtree = original
-    changed = parse_params({"train": {**common, "max_steps": 6, "learning_rate": 2e-3}}).train
-    metrics = train(changed, 1, real_dataset / "chat", tiny_base, tmp_path / "c", tmp_path / "ck", None, None)
-    assert metrics["resumed_from_step"] == 0
+    # the same checkpoint under other settings is not resumed: the run starts over
+    shutil.copytree(tmp_path / "ck-copy", tmp_path / "ck")
+    write_params(params, max_steps=step + 2, batch_size=2, save_every=3, log_every=3, precision="fp32",
+                 learning_rate=2e-3)
+    other = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "from other settings or data: starting over" in other.stdout + other.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["resumed_from_step"] == 0
 
 
 def test_two_cpu_processes_under_accelerate(tiny_base, real_dataset, tmp_path):

@@ -98,8 +98,12 @@ def materialize_base(value: str, out_dir: str | Path, dtype: str = "float32") ->
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model.base '{value}': cannot load ({first})") from None
     if kind == "gguf":
-        # a model loaded from GGUF refuses save_pretrained: rebuild it from config + weights
-        rebuilt = AutoModelForCausalLM.from_config(model.config, dtype=torch_dtype)
+        # a model loaded from GGUF refuses save_pretrained (and training): rebuild it from a
+        # config without the GGUF quantization entry, plus the dequantized weights
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
         rebuilt.load_state_dict(model.state_dict())
         model = rebuilt
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:

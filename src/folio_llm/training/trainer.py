@@ -19,7 +19,7 @@ from pathlib import Path
 
 from folio_llm.jsonl import load_jsonl, write_json
 from folio_llm.params import TrainParams
-from folio_llm.training.data import EncodedSplit, bucketed_batches, collate, encode_rows
+from folio_llm.training.data import EncodedSplit, answer_loss, bucketed_batches, collate, encode_rows
 
 
 @dataclass
@@ -62,11 +62,15 @@ def fingerprint(params: TrainParams, seed: int, data_dir: Path, base_dir: Path) 
     return digest.hexdigest()[:16]
 
 
-def build_model(base_dir: Path, params: TrainParams):
+def build_model(base_dir: Path, params: TrainParams, mixed_precision: str = "no"):
+    """Base + LoRA. Under bf16/fp16 autocast the frozen base is stored in that dtype, so it is
+    not cast again on every forward pass; the LoRA weights stay fp32 for the optimizer."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="sdpa")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="sdpa", dtype=dtype)
     targets = params.lora.target_modules
     config = LoraConfig(
         r=params.lora.rank,
@@ -92,8 +96,8 @@ def mean_loss(model, split: EncodedSplit, batch_size: int, pad_id: int, accelera
             rows = [split.rows[i] for i in order[start:start + batch_size]]
             batch = {k: v.to(accelerator.device) for k, v in collate(rows, pad_id).items()}
             with accelerator.autocast():
-                loss = model(**batch).loss.float().item()
-            n = sum(r.answer_tokens - 1 for r in rows)  # the loss shifts labels by one
+                loss = answer_loss(model, batch).item()
+            n = sum(r.answer_tokens for r in rows)  # labels[0] is always prompt, so the shift loses none
             total += loss * n
             count += n
     model.train()
@@ -140,6 +144,7 @@ def train(
 ) -> dict:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -149,6 +154,7 @@ def train(
     if params.threads:
         torch.set_num_threads(params.threads)
     probe_device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    AcceleratorState._reset_state()  # a second run in one process may use another precision
     # cpu=True lets a torchrun / accelerate launch of several CPU processes form a gloo group
     accelerator = Accelerator(mixed_precision=resolve_precision(params.precision, probe_device), cpu=probe_device == "cpu")
     set_seed(seed)
@@ -168,7 +174,7 @@ def train(
     steps_per_epoch = math.ceil(micro_per_epoch / params.grad_accum)
     total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
 
-    model = build_model(base_dir, params)
+    model = build_model(base_dir, params, accelerator.mixed_precision)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.learning_rate, weight_decay=params.weight_decay
     )
@@ -203,7 +209,7 @@ def train(
                 batch = {k: v.to(accelerator.device) for k, v in collate([train_rows.rows[j] for j in indices], pad_id).items()}
                 sync = i == len(group) - 1
                 with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-                    loss = model(**batch).loss
+                    loss = answer_loss(model, batch)
                 accelerator.backward(loss / len(group))
                 window_loss += loss.detach().float().item()
                 window_micro += 1
@@ -235,22 +241,9 @@ def train(
     valid_loss = mean_loss(model, valid_rows, params.batch_size, pad_id, accelerator)
     train_loss = mean_loss(model, EncodedSplit(train_rows.rows[:200], 0), params.batch_size, pad_id, accelerator)
     accelerator.wait_for_everyone()
-    metrics = {
-        "steps": progress.step,
-        "epochs": round(progress.step / steps_per_epoch, 3),
-        "train_rows": len(train_rows.rows),
-        "train_rows_too_long": train_rows.too_long,
-        "valid_rows": len(valid_rows.rows),
-        "train_loss": train_loss,
-        "valid_loss": valid_loss,
-        "tokens": progress.tokens,
-        "tokens_per_s": round((progress.tokens - tokens_at_start) / seconds, 1) if seconds else None,
-        "seconds": round(seconds, 1),
-        "resumed_from_step": resumed_from,
-        "precision": accelerator.mixed_precision,
-        "device": accelerator.device.type,
-        "processes": world,
-    }
+    metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, train_loss, valid_loss,
+                          tokens_at_start, seconds, resumed_from,
+                          precision=accelerator.mixed_precision, device=accelerator.device.type, processes=world)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         accelerator.unwrap_model(model).save_pretrained(out_dir)
@@ -262,6 +255,28 @@ def train(
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
     accelerator.wait_for_everyone()
     return metrics
+
+
+def run_metrics(progress: Progress, steps_per_epoch: int, train_rows: EncodedSplit, valid_rows: EncodedSplit,
+                train_loss, valid_loss, tokens_at_start: int, seconds: float, resumed_from: int,
+                precision: str, device: str, processes: int) -> dict:
+    """metrics/train.json: the same keys whichever backend trained."""
+    return {
+        "steps": progress.step,
+        "epochs": round(progress.step / steps_per_epoch, 3),
+        "train_rows": len(train_rows.rows),
+        "train_rows_too_long": train_rows.too_long,
+        "valid_rows": len(valid_rows.rows),
+        "train_loss": train_loss,
+        "valid_loss": valid_loss,
+        "tokens": progress.tokens,
+        "tokens_per_s": round((progress.tokens - tokens_at_start) / seconds, 1) if seconds else None,
+        "seconds": round(seconds, 1),
+        "resumed_from_step": resumed_from,
+        "precision": precision,
+        "device": device,
+        "processes": processes,
+    }
 
 
 def _checkpoint(accelerator, checkpoint_dir: Path, progress: Progress) -> None:

@@ -1,0 +1,396 @@
+"""LoRA fine-tuning with mlx-lm: the ``train.backend: mlx`` twin of ``trainer.train``.
+
+For Apple Silicon (Metal); elsewhere mlx runs on the CPU (``mlx[cpu]``), much slower than torch.
+Rows are tokenized and masked by ``training.data`` exactly as for torch (loss on the answer and
+its end-of-turn token only), batched by the same length buckets, and stepped with the same
+AdamW, warm-up/decay schedule, clipping and gradient accumulation. The adapter is written in
+the peft layout (``adapter_config.json`` + ``adapter_model.safetensors`` with peft key names),
+so evaluation, merge and export load it with peft whichever backend trained it.
+
+mlx-lm's ``LoRALinear`` computes ``W x + scale * (x @ a) @ b`` with ``a`` (in, r) and ``b`` (r, out);
+peft computes ``W x + (alpha / r) * B (A x)`` with ``A`` (r, in) and ``B`` (out, r). Training
+with ``scale = alpha / r`` makes the two the same function with ``A = a.T`` and ``B = b.T``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from folio_llm.jsonl import load_jsonl, write_json
+from folio_llm.params import TrainParams
+from folio_llm.training.data import IGNORE, EncodedSplit, bucketed_batches, encode_rows
+from folio_llm.training.trainer import Logger, Progress, fingerprint, run_metrics
+
+MISSING = "train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm[mlx]'"
+PEFT_PREFIX = "base_model.model."
+
+
+def require_mlx():
+    """(mlx.core, mlx.nn, mlx.optimizers); a one-line ValueError when mlx or mlx-lm is missing."""
+    try:
+        import mlx.core as mx
+        import mlx.nn as nn
+        import mlx.optimizers as optim
+        import mlx_lm  # noqa: F401 (availability check)
+    except ImportError:
+        raise ValueError(MISSING) from None
+    return mx, nn, optim
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate for the optimizer step ``step`` (0-based), as
+    transformers' ``get_scheduler`` gives it (constant = constant_with_warmup)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:8], "little")
+
+
+def _model_overrides(config: dict) -> dict:
+    """Config keys mlx-lm's older model classes read that transformers >= 5 nests in
+    ``rope_parameters``: without them mlx-lm silently uses rope_theta 10000."""
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_theta" not in rope:
+        return {}
+    overrides = {}
+    if "rope_theta" not in config:
+        overrides["rope_theta"] = rope["rope_theta"]
+    if rope.get("rope_type", "default") != "default" and not config.get("rope_scaling"):
+        overrides["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    return overrides
+
+
+def load_base(base_dir: str | Path):
+    """The base model of a Hugging Face folder as an mlx-lm model."""
+    from mlx_lm.utils import load_model
+
+    base_dir = Path(base_dir)
+    config = json.loads((base_dir / "config.json").read_text())
+    model, _ = load_model(base_dir, model_config=_model_overrides(config))
+    return model
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+def lora_keys(model, targets: list[str]) -> list[str]:
+    """Paths, relative to a transformer block, of the linear layers to adapt: every linear
+    layer of the blocks for 'all-linear' (the output head is outside them), else those whose
+    last name is listed (peft's matching of plain module names)."""
+    nn = require_mlx()[1]
+    wanted = None if targets == ["all-linear"] else set(targets)
+    keys: set[str] = set()
+    for block in model.layers:
+        for path, module in block.named_modules():
+            if isinstance(module, (nn.Linear, nn.QuantizedLinear)) and (wanted is None or _leaf(path) in wanted):
+                keys.add(path)
+    if not keys:
+        raise ValueError(f"train.lora.target_modules {targets}: no linear layer of the model matches")
+    return sorted(keys)
+
+
+def apply_lora(model, params: TrainParams) -> list[str]:
+    """Freeze the model, swap the target layers of every block for LoRA layers with scale
+    alpha / rank; returns the adapted module names (peft's explicit target_modules)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    keys = lora_keys(model, params.lora.target_modules)
+    model.freeze()
+    lora = params.lora
+    linear_to_lora_layers(model, len(model.layers), {
+        "rank": lora.rank, "scale": lora.alpha / lora.rank, "dropout": lora.dropout, "keys": keys,
+    })
+    return sorted({_leaf(k) for k in keys})
+
+
+def lora_modules(model) -> list[tuple[str, object]]:
+    from mlx_lm.tuner.lora import LoRALinear
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def peft_tensors(model, scale: float) -> dict:
+    """The adapter as peft names it: lora_A (r, in) and lora_B (out, r), float32 numpy.
+    ``scale`` is peft's alpha / r; any other mlx scale is folded into B."""
+    import numpy as np
+
+    mx = require_mlx()[0]
+    tensors = {}
+    for name, module in lora_modules(model):
+        a = np.array(module.lora_a.astype(mx.float32))
+        b = np.array(module.lora_b.astype(mx.float32))
+        factor = float(module.scale) / scale
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(a.T)
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(b.T * factor)
+    return tensors
+
+
+def adapter_config(params: TrainParams, targets: list[str], base_dir: Path) -> dict:
+    lora = params.lora
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base_dir),
+        "revision": None,
+        "inference_mode": True,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": targets,
+        "exclude_modules": None,
+        "fan_in_fan_out": False,
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "lora_bias": False,
+    }
+
+
+def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], base_dir: Path) -> None:
+    from safetensors.numpy import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(peft_tensors(model, params.lora.alpha / params.lora.rank), str(out_dir / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    write_json(out_dir / "adapter_config.json", adapter_config(params, targets, base_dir))
+
+
+def to_arrays(rows, pad_id: int):
+    """(inputs, targets, mask) for next-token loss: targets are the labels shifted by one,
+    mask is 1 where a target is in the loss. Rows are right-padded, so with a causal model
+    the pads never reach a real position and no attention mask is needed."""
+    import numpy as np
+
+    mx = require_mlx()[0]
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int32)
+    labels = np.full((len(rows), width), IGNORE, dtype=np.int32)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row.input_ids
+        labels[i, :len(row)] = row.labels
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    return mx.array(ids[:, :-1]), mx.array(np.where(mask, targets, 0)), mx.array(mask.astype(np.float32))
+
+
+def loss_sum(model, inputs, targets, mask):
+    """(summed cross-entropy over masked targets, number of them)."""
+    mx, nn, _ = require_mlx()
+    logits = model(inputs).astype(mx.float32)
+    ce = nn.losses.cross_entropy(logits, targets) * mask
+    return ce.sum(), mask.sum()
+
+
+def mean_loss_mlx(model, split: EncodedSplit, batch_size: int, pad_id: int) -> float | None:
+    """Token-weighted mean loss over a split (answer tokens only)."""
+    if not split.rows:
+        return None
+    model.eval()
+    total, count = 0.0, 0.0
+    order = sorted(range(len(split.rows)), key=lambda i: len(split.rows[i]))
+    for start in range(0, len(order), batch_size):
+        s, n = loss_sum(model, *to_arrays([split.rows[i] for i in order[start:start + batch_size]], pad_id))
+        total += s.item()
+        count += n.item()
+    model.train()
+    return total / count if count else None
+
+
+class Stepper:
+    """Forward/backward of micro-batches and the optimizer update (clipping, schedule)."""
+
+    def __init__(self, model, params: TrainParams, total_steps: int):
+        mx, nn, optim = require_mlx()
+        from mlx.utils import tree_map
+
+        self.mx, self.optim, self.tree_map = mx, optim, tree_map
+        self.model, self.params, self.total_steps = model, params, total_steps
+        self.warmup = int(params.warmup_ratio * total_steps)
+        self.optimizer = optim.AdamW(learning_rate=0.0, weight_decay=params.weight_decay, bias_correction=True)
+        self.optimizer.init(model.trainable_parameters())
+
+        def loss(model, inputs, targets, mask):
+            s, n = loss_sum(model, inputs, targets, mask)
+            return s / mx.maximum(n, 1)
+
+        self.value_and_grad = nn.value_and_grad(model, loss)
+
+    def learning_rate(self, step: int) -> float:
+        return self.params.learning_rate * lr_factor(step, self.total_steps, self.warmup, self.params.lr_schedule)
+
+    def step(self, step: int, batches: list) -> float:
+        """One optimizer step over ``batches`` (each (inputs, targets, mask)); returns the
+        summed micro-batch losses. ``step`` is the 0-based index of this optimizer step."""
+        mx = self.mx
+        grads, losses = None, []
+        for inputs, targets, mask in batches:
+            value, grad = self.value_and_grad(self.model, inputs, targets, mask)
+            grad = self.tree_map(lambda g: g / len(batches), grad)
+            grads = grad if grads is None else self.tree_map(lambda x, y: x + y, grads, grad)
+            losses.append(value)
+            mx.eval(grads, value)
+        if self.params.max_grad_norm:
+            grads, _ = self.optim.clip_grad_norm(grads, self.params.max_grad_norm)
+        self.optimizer.learning_rate = self.learning_rate(step)
+        self.optimizer.update(self.model, grads)
+        mx.eval(self.model.trainable_parameters(), self.optimizer.state)
+        return sum(v.item() for v in losses)
+
+
+def _device_name(mx) -> str:
+    return "mlx-gpu" if mx.default_device() == mx.gpu else "mlx-cpu"
+
+
+def _dtype(params: TrainParams, mx):
+    """The dtype of the frozen base weights and of the activations; LoRA weights stay fp32."""
+    choice = params.precision
+    if choice == "auto":
+        choice = "bf16" if _device_name(mx) == "mlx-gpu" else "fp32"
+    label = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[choice]
+    return {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}[choice], label
+
+
+def train_mlx(
+    params: TrainParams,
+    seed: int,
+    data_dir: str | Path,
+    base_dir: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path | None = None,
+    live_dir: str | Path | None = None,
+) -> dict:
+    mx = require_mlx()[0]
+    from folio_llm.models import load_tokenizer
+
+    data_dir, base_dir, out_dir, checkpoint_dir = map(Path, (data_dir, base_dir, out_dir, checkpoint_dir))
+    mx.random.seed(seed)
+
+    tokenizer = load_tokenizer(str(base_dir))
+    train_rows = encode_rows(tokenizer, load_jsonl(data_dir / "train.jsonl"), params.max_length)
+    valid_path = data_dir / "valid.jsonl"
+    valid_rows = encode_rows(tokenizer, load_jsonl(valid_path) if valid_path.exists() else [], params.max_length)
+    if not train_rows.rows:
+        raise ValueError(f"{data_dir / 'train.jsonl'}: no rows fit train.max_length={params.max_length}")
+
+    lengths = [len(r) for r in train_rows.rows]
+    micro_per_epoch = len(bucketed_batches(lengths, params.batch_size, seed, 0))
+    steps_per_epoch = math.ceil(micro_per_epoch / params.grad_accum)
+    total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
+
+    model = load_base(base_dir)
+    dtype, precision = _dtype(params, mx)
+    if dtype != mx.float32:
+        model.set_dtype(dtype)
+    targets = apply_lora(model, params)
+    stepper = Stepper(model, params, total_steps)
+    progress = Progress(fingerprint=fingerprint(params, seed, data_dir, base_dir))
+    resumed_from = _resume(checkpoint_dir, progress, model, stepper.optimizer, mx)
+    logger = Logger(live_dir, True, resume=resumed_from > 0)
+    if resumed_from:
+        print(f"resuming from checkpoint at step {resumed_from}", flush=True)
+
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    started, tokens_at_start = time.perf_counter(), progress.tokens
+    window_start, window_loss, window_micro, window_tokens = time.perf_counter(), 0.0, 0, 0
+    while progress.step < total_steps:
+        epoch, step_in_epoch = divmod(progress.step, steps_per_epoch)
+        batches = bucketed_batches(lengths, params.batch_size, seed, epoch)
+        for group_start in range(step_in_epoch * params.grad_accum, micro_per_epoch, params.grad_accum):
+            group = [[train_rows.rows[j] for j in indices] for indices in batches[group_start:group_start + params.grad_accum]]
+            mx.random.seed(step_seed(seed, progress.step))  # dropout masks: the same after a resume
+            window_loss += stepper.step(progress.step, [to_arrays(rows, pad_id) for rows in group])
+            window_micro += len(group)
+            tokens = sum(len(r) for rows in group for r in rows)
+            window_tokens += tokens
+            progress.tokens += tokens
+            progress.step += 1
+            if progress.step % params.log_every == 0 or progress.step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                logger.log(progress.step, {
+                    "loss": window_loss / max(1, window_micro),
+                    "learning_rate": stepper.learning_rate(progress.step),
+                    "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
+                    "epoch": progress.step / steps_per_epoch,
+                })
+                window_start, window_loss, window_micro, window_tokens = time.perf_counter(), 0.0, 0, 0
+            if progress.step % params.save_every == 0 and progress.step < total_steps:
+                _checkpoint(checkpoint_dir, progress, model, stepper.optimizer, mx)
+            if progress.step >= total_steps:
+                break
+
+    seconds = time.perf_counter() - started
+    valid_loss = mean_loss_mlx(model, valid_rows, params.batch_size, pad_id)
+    train_loss = mean_loss_mlx(model, EncodedSplit(train_rows.rows[:200], 0), params.batch_size, pad_id)
+    metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, train_loss, valid_loss,
+                          tokens_at_start, seconds, resumed_from,
+                          precision=precision, device=_device_name(mx), processes=1)
+    save_peft(model, out_dir, params, targets, base_dir)
+    tokenizer.save_pretrained(out_dir)
+    if metrics_path:
+        write_json(metrics_path, metrics)
+    logger.log(progress.step, {"valid_loss": valid_loss})
+    logger.close()
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+    return metrics
+
+
+def _checkpoint(checkpoint_dir: Path, progress: Progress, model, optimizer, mx) -> None:
+    """LoRA weights, optimizer state and progress; ``last`` points at the newest. (The random
+    state needs no saving: every step reseeds from (seed, step).)"""
+    from mlx.utils import tree_flatten
+
+    target = checkpoint_dir / f"step-{progress.step:06d}"
+    target.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(target / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(target / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    write_json(target / "progress.json", progress.state_dict())
+    (target / "fingerprint.txt").write_text(progress.fingerprint)
+    (checkpoint_dir / "last.tmp").write_text(target.name)
+    (checkpoint_dir / "last.tmp").replace(checkpoint_dir / "last")
+    for old in checkpoint_dir.glob("step-*"):
+        if old.name != target.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(checkpoint_dir: Path, progress: Progress, model, optimizer, mx) -> int:
+    """Load the last checkpoint if it belongs to this run; returns the step resumed from.
+    A checkpoint from other settings, data or backend is removed, and the run starts over."""
+    from mlx.utils import tree_unflatten
+
+    pointer = checkpoint_dir / "last"
+    target = checkpoint_dir / pointer.read_text().strip() if pointer.is_file() else None
+    if target is None or not target.is_dir():
+        return 0
+    stamp = target / "fingerprint.txt"
+    if (not stamp.is_file() or stamp.read_text().strip() != progress.fingerprint
+            or not (target / "adapters.safetensors").is_file()):
+        print(f"checkpoint {target} is from other settings or data: starting over", flush=True)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return 0
+    model.load_weights(list(mx.load(str(target / "adapters.safetensors")).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(target / "optimizer.safetensors")).items()))
+    progress.load_state_dict(json.loads((target / "progress.json").read_text()))
+    mx.eval(model.parameters(), optimizer.state)
+    return progress.step
