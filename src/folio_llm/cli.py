@@ -210,6 +210,73 @@ def inspect_batch(data_file, base_dir, rows):
         click.echo(click.style("[" + tokenizer.decode(masked) + "]", dim=True) + tokenizer.decode(answer))
 
 
+@main.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Base model folder (HF layout).")
+@click.option("--adapter", "adapter_dir", default=None, type=click.Path(file_okay=False), help="LoRA adapter (peft layout).")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="Test split, OpenAI chat layout.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON.")
+@click.option("--predictions", default=None, type=click.Path(dir_okay=False), help="Per-row outputs and field outcomes (JSONL).")
+@click.option("--constrained/--no-constrained", default=None, help="JSON-schema constrained decoding (default: params.eval).")
+@click.option("--limit", default=None, type=int, help="Only the first N rows (default: params.eval.limit).")
+@PARAMS_OPTION
+@friendly_errors
+def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, params_path):
+    """Generate answers for a test split and score them field by field."""
+    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.evaluation.run import evaluate_model, load_test_rows, write_metrics
+
+    params = load_params(params_path)
+    settings = params.eval
+    rows, meta = load_test_rows(data_path, settings.limit if limit is None else limit)
+    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
+    result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
+                            max_new_tokens=settings.max_new_tokens, predictions_path=predictions,
+                            logits_processor_factory=_constraint(params, tokenizer, constrained),
+                            label="tuned" if adapter_dir else "base")
+    write_metrics(out, result)
+    click.echo(f"{result['n']} rows: macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
+
+
+def _constraint(params, tokenizer, constrained: bool | None):
+    """A logits-processor factory for constrained decoding, or None."""
+    if not (params.eval.constrained if constrained is None else constrained):
+        return None
+    from folio_llm.evaluation.constrained import schema_processor_factory
+    from folio_llm.evaluation.scoring import target_schema
+
+    return schema_processor_factory(tokenizer, target_schema(params.denormalize.fields))
+
+
+@main.command("evaluate-stage")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default="metrics/eval.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--predictions-dir", default="data/predictions", show_default=True, type=click.Path(file_okay=False))
+@click.option("--fields-table", default="metrics/eval_fields.csv", show_default=True, type=click.Path(dir_okay=False))
+@PARAMS_OPTION
+@friendly_errors
+def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, params_path):
+    """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
+    prompts; metrics/eval.json holds both, under `base` and `tuned`."""
+    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.evaluation.run import evaluate_model, load_test_rows, write_field_table, write_metrics
+
+    params = load_params(params_path)
+    settings = params.eval
+    rows, meta = load_test_rows(data_path, settings.limit)
+    results = {}
+    for label, adapter in (("base", None), ("tuned", adapter_dir)):
+        model, tokenizer = load_for_inference(base_dir, adapter, settings.dtype)
+        results[label] = evaluate_model(
+            model, tokenizer, rows, meta, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+            predictions_path=Path(predictions_dir) / f"{label}.jsonl",
+            logits_processor_factory=_constraint(params, tokenizer, None), label=label)
+        click.echo(f"{label}: macro {results[label]['macro']:.3f}, parse rate {results[label]['parse_rate']:.3f}")
+    write_metrics(out, results)
+    write_field_table(fields_table, results)
+
+
 @main.command("check-params")
 @PARAMS_OPTION
 @friendly_errors

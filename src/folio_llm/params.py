@@ -211,6 +211,15 @@ class TrainParams:
 
 
 @dataclass
+class EvalParams:
+    batch_size: int = _help("Prompts generated together (greedy, KV cache).", 16)
+    max_new_tokens: int = _help("Longest answer in tokens; a base model that rambles stops here.", 768)
+    constrained: bool = _help("Follow a JSON schema of the target shape while generating (xgrammar).", False)
+    limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
+    dtype: Literal["float32", "bfloat16"] = _help("Weights dtype for generation.", "float32")
+
+
+@dataclass
 class Params:
     seed: int = _help("Seed for every random draw: sample, phrasings, split.", 42)
     source: SourceParams = _help("Stage 'instances': where the records come from.", factory=SourceParams)
@@ -220,6 +229,7 @@ class Params:
     dataset: DatasetParams = _help("Stage 'dataset': prompts, targets and splits.", factory=DatasetParams)
     model: ModelParams = _help("Stage 'base': the model to fine-tune.", factory=ModelParams)
     train: TrainParams = _help("Stage 'train': LoRA fine-tuning.", factory=TrainParams)
+    eval: EvalParams = _help("Stage 'evaluate': base vs tuned, field by field.", factory=EvalParams)
 
 
 def _type_name(tp: Any) -> str:
@@ -332,6 +342,8 @@ def _check(params: Params) -> None:
         raise ParamsError("params: train.epochs: must be > 0 unless train.max_steps is set")
     if not 0 <= train.warmup_ratio < 1 or not 0 <= train.lora.dropout < 1:
         raise ParamsError("params: train.warmup_ratio and train.lora.dropout must be in [0, 1)")
+    if params.eval.batch_size < 1 or params.eval.max_new_tokens < 1 or params.eval.limit < 0:
+        raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0")
     if not params.dataset.system_prompts:
         raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
     kept = set(params.denormalize.fields)

@@ -1,0 +1,5 @@
+"""DVC stage `evaluate`: base (zero-shot) vs tuned on the test split, field by field (params: eval)."""
+from folio_llm.cli import evaluate_stage
+
+if __name__ == "__main__":
+    evaluate_stage()

@@ -1,0 +1,68 @@
+"""Batched greedy generation with a KV cache: the prompts are rendered by the chat template
+(``training.data.prompt_text``), the same renderer training used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from folio_llm.training.data import prompt_text
+
+
+def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = None, dtype: str = "float32"):
+    """Base model (+ LoRA adapter merged in, so generation pays nothing for it) and tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from folio_llm.models import load_tokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model folder not found or not a Hugging Face model: {model_dir}")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), attn_implementation="sdpa")
+    tokenizer_dir = model_dir
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ValueError(f"adapter folder not found or not a peft adapter: {adapter_dir}")
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        if (adapter_dir / "tokenizer_config.json").is_file():
+            tokenizer_dir = adapter_dir
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenizer.padding_side = "left"  # generation continues from the last position of every row
+    model.eval()
+    return model, tokenizer
+
+
+def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
+             max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True) -> list[str]:
+    """Greedy answers for each conversation (its assistant message, if any, is left out).
+
+    Rows are generated in order of prompt length so a batch wastes little on padding;
+    answers come back in the input order. ``logits_processor_factory()`` gives a fresh
+    logits processor per batch (constrained decoding).
+    """
+    import torch
+
+    prompts = [prompt_text(tokenizer, messages) for messages in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
+        encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        extra = {}
+        if logits_processor_factory is not None:
+            extra["logits_processor"] = [logits_processor_factory(len(batch))]
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        for row, tokens in zip(batch, new_tokens):
+            answers[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return answers

@@ -1,0 +1,89 @@
+"""Evaluate a model on a test split: generate, score field by field, write predictions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from folio_llm.jsonl import JsonlWriter, load_jsonl, write_json
+
+
+def meta_for(data_path: Path) -> list[dict] | None:
+    """The line-aligned meta rows (transcribed / inferred fields) the dataset stage writes
+    beside the layouts: data/datasets/meta/<split>.jsonl for data/datasets/<layout>/<split>.jsonl."""
+    candidate = data_path.parent.parent / "meta" / data_path.name
+    return load_jsonl(candidate) if candidate.is_file() else None
+
+
+def load_test_rows(data_path: str | Path, limit: int = 0) -> tuple[list[dict], list[dict] | None]:
+    data_path = Path(data_path)
+    if not data_path.is_file():
+        raise ValueError(f"test data not found: {data_path} (run `dvc repro dataset` first)")
+    rows = load_jsonl(data_path)
+    for number, row in enumerate(rows, start=1):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError(f"{data_path}: line {number}: not a chat row ending with the assistant's answer")
+    meta = meta_for(data_path)
+    if meta is not None and len(meta) != len(rows):
+        meta = None
+    if limit:
+        rows = rows[:limit]
+        meta = meta[:limit] if meta else None
+    return rows, meta
+
+
+def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, *, batch_size: int,
+                   max_new_tokens: int, predictions_path: str | Path | None = None,
+                   logits_processor_factory=None, label: str = "model") -> dict:
+    from folio_llm.evaluation.generate import generate
+    from folio_llm.evaluation.scoring import score, score_record
+
+    references = [row["messages"][-1]["content"] for row in rows]
+    started = time.perf_counter()
+    outputs = generate(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
+                       logits_processor_factory)
+    seconds = time.perf_counter() - started
+    result = score(
+        outputs, references,
+        transcribed=[m["transcribed"] for m in meta] if meta else None,
+        inferred=[m["inferred"] for m in meta] if meta else None,
+    )
+    generated_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
+    result["generation"] = {"seconds": round(seconds, 1), "output_tokens": generated_tokens,
+                            "output_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else None}
+    if predictions_path:
+        with JsonlWriter(predictions_path) as writer:
+            for index, (row, output, reference) in enumerate(zip(rows, outputs, references)):
+                detail = score_record(output, reference)
+                writer.write({
+                    "id": meta[index]["id"] if meta else index + 1,
+                    "model": label,
+                    "prompt": row["messages"][-2]["content"],
+                    "reference": reference,
+                    "output": output,
+                    **detail,
+                })
+    return result
+
+
+def field_table(results: dict[str, dict]) -> list[dict]:
+    """One row per field with each model's score: the base-vs-tuned plot's data."""
+    names = list(next(iter(results.values()))["fields"])
+    return [{"field": name, **{label: round(r["fields"][name]["score"], 4) for label, r in results.items()}}
+            for name in names]
+
+
+def write_field_table(path: str | Path, results: dict[str, dict]) -> None:
+    import csv
+
+    rows = field_table(results)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_metrics(path: str | Path, result: dict) -> None:
+    write_json(path, result)
