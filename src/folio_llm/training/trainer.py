@@ -198,6 +198,7 @@ def train(
     pad_id = tokenizer.pad_token_id
     started, tokens_at_start = time.perf_counter(), progress.tokens
     window_start, window_tokens, window_loss, window_micro = time.perf_counter(), 0, 0.0, 0
+    step_tokens = 0
     while progress.step < total_steps:
         epoch, step_in_epoch = divmod(progress.step, steps_per_epoch)
         batches = bucketed_batches(lengths, params.batch_size, seed, epoch)
@@ -213,25 +214,26 @@ def train(
                 accelerator.backward(loss / len(group))
                 window_loss += loss.detach().float().item()
                 window_micro += 1
-                window_tokens += int(batch["attention_mask"].sum().item())
+                step_tokens += int(batch["attention_mask"].sum().item())
             if params.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), params.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.step += 1
-            tokens_now = int(accelerator.reduce(torch.tensor(window_tokens, device=accelerator.device), "sum").item())
-            progress.tokens += tokens_now
+            step_tokens = int(accelerator.reduce(torch.tensor(step_tokens, device=accelerator.device), "sum").item())
+            progress.tokens += step_tokens
+            window_tokens += step_tokens
+            step_tokens = 0
             if progress.step % params.log_every == 0 or progress.step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 logger.log(progress.step, {
                     "loss": window_loss / max(1, window_micro),
                     "learning_rate": scheduler.get_last_lr()[0],
-                    "tokens_per_s": tokens_now / elapsed if elapsed > 0 else None,
+                    "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
                     "epoch": progress.step / steps_per_epoch,
                 })
-                window_start, window_loss, window_micro = time.perf_counter(), 0.0, 0
-            window_tokens = 0
+                window_start, window_tokens, window_loss, window_micro = time.perf_counter(), 0, 0.0, 0
             if progress.step % params.save_every == 0 and progress.step < total_steps:
                 _checkpoint(accelerator, checkpoint_dir, progress)
             if progress.step >= total_steps:
