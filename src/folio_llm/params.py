@@ -216,7 +216,11 @@ class EvalParams:
     max_new_tokens: int = _help("Longest answer in tokens; a base model that rambles stops here.", 768)
     constrained: bool = _help("Follow a JSON schema of the target shape while generating (xgrammar).", False)
     limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
-    dtype: Literal["float32", "bfloat16"] = _help("Weights dtype for generation.", "float32")
+    dtype: Literal["auto", "float32", "bfloat16"] = _help(
+        "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
+        "(CUDA, CPUs with AVX-512 BF16: 4.5x faster than float32 here, same scores), else float32.",
+        "auto",
+    )
 
 
 @dataclass

@@ -11,13 +11,25 @@ from tqdm import tqdm
 from folio_llm.training.data import prompt_text
 
 
-def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = None, dtype: str = "float32"):
+def inference_dtype(dtype: str) -> str:
+    """'auto' -> bfloat16 where the device computes it natively, else float32."""
+    if dtype != "auto":
+        return dtype
+    from folio_llm.training.trainer import resolve_precision
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bfloat16" if resolve_precision("auto", device) == "bf16" else "float32"
+
+
+def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = None, dtype: str = "auto"):
     """Base model (+ LoRA adapter merged in, so generation pays nothing for it) and tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from folio_llm.models import load_tokenizer
 
+    dtype = inference_dtype(dtype)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"model folder not found or not a Hugging Face model: {model_dir}")
@@ -36,6 +48,46 @@ def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = N
     tokenizer.padding_side = "left"  # generation continues from the last position of every row
     model.eval()
     return model, tokenizer
+
+
+class JsonObjectEnd:
+    """Stopping criterion: a row is done once its answer holds one complete JSON object.
+
+    Nothing after the closing brace is ever scored, and a base model that rambles on after
+    its JSON would otherwise run to max_new_tokens. Tracks strings, escapes and brace depth
+    incrementally, one new token per row per step."""
+
+    def __init__(self, tokenizer, prompt_width: int, batch_size: int):
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.state = [{"depth": 0, "in_string": False, "escape": False, "done": False} for _ in range(batch_size)]
+
+    def _feed(self, state: dict, text: str) -> None:
+        for char in text:
+            if state["done"]:
+                return
+            if state["in_string"]:
+                if state["escape"]:
+                    state["escape"] = False
+                elif char == "\\":
+                    state["escape"] = True
+                elif char == '"':
+                    state["in_string"] = False
+            elif char == '"' and state["depth"] > 0:
+                state["in_string"] = True
+            elif char == "{":
+                state["depth"] += 1
+            elif char == "}" and state["depth"] > 0:
+                state["depth"] -= 1
+                state["done"] = state["depth"] == 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if input_ids.shape[1] > self.prompt_width:
+            for state, token in zip(self.state, input_ids[:, -1].tolist()):
+                self._feed(state, self.tokenizer.decode([token]))
+        return torch.tensor([s["done"] for s in self.state], dtype=torch.bool, device=input_ids.device)
 
 
 def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
@@ -57,9 +109,12 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
         extra = {}
         if logits_processor_factory is not None:
             extra["logits_processor"] = [logits_processor_factory(len(batch))]
+        from transformers import StoppingCriteriaList
+
+        stop = StoppingCriteriaList([JsonObjectEnd(tokenizer, encoded["input_ids"].shape[1], len(batch))])
         with torch.inference_mode():
             output = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, stopping_criteria=stop,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
             )
         new_tokens = output[:, encoded["input_ids"].shape[1]:]

@@ -198,7 +198,7 @@ def train(
     pad_id = tokenizer.pad_token_id
     started, tokens_at_start = time.perf_counter(), progress.tokens
     window_start, window_tokens, window_loss, window_micro = time.perf_counter(), 0, 0.0, 0
-    step_tokens = 0
+    step_tokens, last_loss = 0, None
     while progress.step < total_steps:
         epoch, step_in_epoch = divmod(progress.step, steps_per_epoch)
         batches = bucketed_batches(lengths, params.batch_size, seed, epoch)
@@ -227,8 +227,9 @@ def train(
             step_tokens = 0
             if progress.step % params.log_every == 0 or progress.step == total_steps:
                 elapsed = time.perf_counter() - window_start
+                last_loss = window_loss / max(1, window_micro)
                 logger.log(progress.step, {
-                    "loss": window_loss / max(1, window_micro),
+                    "loss": last_loss,
                     "learning_rate": scheduler.get_last_lr()[0],
                     "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
                     "epoch": progress.step / steps_per_epoch,
@@ -241,7 +242,7 @@ def train(
 
     seconds = time.perf_counter() - started
     valid_loss = mean_loss(model, valid_rows, params.batch_size, pad_id, accelerator)
-    train_loss = mean_loss(model, EncodedSplit(train_rows.rows[:200], 0), params.batch_size, pad_id, accelerator)
+    train_loss = last_loss  # the last logging window's mean: a second pass over training rows costs minutes
     accelerator.wait_for_everyone()
     metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, train_loss, valid_loss,
                           tokens_at_start, seconds, resumed_from,
