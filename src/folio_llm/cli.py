@@ -19,6 +19,11 @@ PARAMS_OPTION = click.option(
     type=click.Path(dir_okay=False), help="params.yaml to read (missing = embedded defaults).",
 )
 
+SCHEMAS_OPTION = click.option(
+    "--schemas", default="data/raw/folio/schemas", show_default=True, type=click.Path(),
+    help="FOLIO schemas folder, for the Instance-schema check (with params.source.reference_data).",
+)
+
 # Errors that mean bad input or settings: one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, OSError, ValueError)
 
@@ -218,21 +223,24 @@ def inspect_batch(data_file, base_dir, rows):
 @click.option("--predictions", default=None, type=click.Path(dir_okay=False), help="Per-row outputs and field outcomes (JSONL).")
 @click.option("--constrained/--no-constrained", default=None, help="JSON-schema constrained decoding (default: params.eval).")
 @click.option("--limit", default=None, type=int, help="Only the first N rows (default: params.eval.limit).")
+@SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, params_path):
+def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, schemas, params_path):
     """Generate answers for a test split and score them field by field."""
     from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import evaluate_model, load_test_rows, write_metrics
+    from folio_llm.evaluation.run import evaluate_model, folio_checks, load_test_rows, write_metrics
 
     params = load_params(params_path)
+    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
     settings = params.eval
     rows, meta = load_test_rows(data_path, settings.limit if limit is None else limit)
     model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
     result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
                             max_new_tokens=settings.max_new_tokens, predictions_path=predictions,
                             logits_processor_factory=_constraint(params, tokenizer, constrained),
-                            label="tuned" if adapter_dir else "base")
+                            label="tuned" if adapter_dir else "base", folio_schema=folio_schema,
+                            reference_data=reference)
     write_metrics(out, result)
     click.echo(f"{result['n']} rows: macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
 
@@ -254,16 +262,19 @@ def _constraint(params, tokenizer, constrained: bool | None):
 @click.option("--out", default="metrics/eval.json", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--predictions-dir", default="data/predictions", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fields-table", default="metrics/eval_fields.csv", show_default=True, type=click.Path(dir_okay=False))
+@SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, params_path):
+def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, schemas, params_path):
     """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
     prompts; metrics/eval.json holds both, under `base` and `tuned`."""
     from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import evaluate_model, load_test_rows, write_field_table, write_metrics
+    from folio_llm.evaluation.run import (evaluate_model, folio_checks, load_test_rows, write_field_table,
+                                          write_metrics)
 
     params = load_params(params_path)
     settings = params.eval
+    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, settings.limit)
     results = {}
     for label, adapter in (("base", None), ("tuned", adapter_dir)):
@@ -271,7 +282,8 @@ def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, field
         results[label] = evaluate_model(
             model, tokenizer, rows, meta, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
             predictions_path=Path(predictions_dir) / f"{label}.jsonl",
-            logits_processor_factory=_constraint(params, tokenizer, None), label=label)
+            logits_processor_factory=_constraint(params, tokenizer, None), label=label,
+            folio_schema=folio_schema, reference_data=reference)
         click.echo(f"{label}: macro {results[label]['macro']:.3f}, parse rate {results[label]['parse_rate']:.3f}")
     write_metrics(out, results)
     write_field_table(fields_table, results)

@@ -35,7 +35,11 @@ def load_test_rows(data_path: str | Path, limit: int = 0) -> tuple[list[dict], l
 
 def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, *, batch_size: int,
                    max_new_tokens: int, predictions_path: str | Path | None = None,
-                   logits_processor_factory=None, label: str = "model") -> dict:
+                   logits_processor_factory=None, label: str = "model", folio_schema=None,
+                   reference_data=None) -> dict:
+    """Generate, score, and (optionally) write one line per row with its field outcomes.
+    With ``folio_schema`` (a FolioSchema) and ``reference_data``, answers are also mapped back
+    to UUIDs and checked against FOLIO's Instance schema."""
     from folio_llm.evaluation.generate import generate
     from folio_llm.evaluation.scoring import score, score_record
 
@@ -48,6 +52,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
         outputs, references,
         transcribed=[m["transcribed"] for m in meta] if meta else None,
         inferred=[m["inferred"] for m in meta] if meta else None,
+        folio_schema=folio_schema, reference_data=reference_data,
     )
     generated_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
     result["generation"] = {"seconds": round(seconds, 1), "output_tokens": generated_tokens,
@@ -55,7 +60,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
     if predictions_path:
         with JsonlWriter(predictions_path) as writer:
             for index, (row, output, reference) in enumerate(zip(rows, outputs, references)):
-                detail = score_record(output, reference)
+                detail = score_record(output, reference, folio_schema=folio_schema, reference_data=reference_data)
                 writer.write({
                     "id": meta[index]["id"] if meta else index + 1,
                     "model": label,
@@ -65,6 +70,17 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                     **detail,
                 })
     return result
+
+
+def folio_checks(schemas_dir: str | Path, reference_dir: str | Path):
+    """(FolioSchema, ReferenceData) for the FOLIO-schema check, or (None, None) when either
+    folder is missing (the check is then left out of the report)."""
+    from folio_llm.evaluation.scoring import FolioSchema
+    from folio_llm.folio.reference import ReferenceData
+
+    if not Path(schemas_dir).is_dir() or not Path(reference_dir).is_dir():
+        return None, None
+    return FolioSchema(schemas_dir), ReferenceData.load(reference_dir)
 
 
 def field_table(results: dict[str, dict]) -> list[dict]:

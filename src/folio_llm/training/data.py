@@ -76,6 +76,21 @@ def encode_rows(tokenizer, rows: Sequence[dict], max_length: int) -> EncodedSpli
     return EncodedSplit(kept, too_long)
 
 
+def load_splits(tokenizer, data_dir, max_length: int) -> tuple[EncodedSplit, EncodedSplit]:
+    """The encoded train and valid splits of a chat-layout folder (valid may be absent)."""
+    from pathlib import Path
+
+    from folio_llm.jsonl import load_jsonl
+
+    data_dir = Path(data_dir)
+    train = encode_rows(tokenizer, load_jsonl(data_dir / "train.jsonl"), max_length)
+    valid_path = data_dir / "valid.jsonl"
+    valid = encode_rows(tokenizer, load_jsonl(valid_path) if valid_path.exists() else [], max_length)
+    if not train.rows:
+        raise ValueError(f"{data_dir / 'train.jsonl'}: no rows fit train.max_length={max_length}")
+    return train, valid
+
+
 def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
                      window: int = 50) -> list[list[int]]:
     """Indices in batches of rows of similar length: shuffle, sort within windows of

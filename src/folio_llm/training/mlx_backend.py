@@ -21,9 +21,9 @@ import shutil
 import time
 from pathlib import Path
 
-from folio_llm.jsonl import load_jsonl, write_json
+from folio_llm.jsonl import write_json
 from folio_llm.params import TrainParams
-from folio_llm.training.data import IGNORE, EncodedSplit, bucketed_batches, encode_rows
+from folio_llm.training.data import IGNORE, EncodedSplit, bucketed_batches, load_splits
 from folio_llm.training.trainer import Logger, Progress, fingerprint, run_metrics
 
 MISSING = "train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm[mlx]'"
@@ -287,11 +287,7 @@ def train_mlx(
     mx.random.seed(seed)
 
     tokenizer = load_tokenizer(str(base_dir))
-    train_rows = encode_rows(tokenizer, load_jsonl(data_dir / "train.jsonl"), params.max_length)
-    valid_path = data_dir / "valid.jsonl"
-    valid_rows = encode_rows(tokenizer, load_jsonl(valid_path) if valid_path.exists() else [], params.max_length)
-    if not train_rows.rows:
-        raise ValueError(f"{data_dir / 'train.jsonl'}: no rows fit train.max_length={params.max_length}")
+    train_rows, valid_rows = load_splits(tokenizer, data_dir, params.max_length)
 
     lengths = [len(r) for r in train_rows.rows]
     micro_per_epoch = len(bucketed_batches(lengths, params.batch_size, seed, 0))

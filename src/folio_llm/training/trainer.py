@@ -17,9 +17,9 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from folio_llm.jsonl import load_jsonl, write_json
+from folio_llm.jsonl import write_json
 from folio_llm.params import TrainParams
-from folio_llm.training.data import EncodedSplit, answer_loss, bucketed_batches, collate, encode_rows
+from folio_llm.training.data import EncodedSplit, answer_loss, bucketed_batches, collate, load_splits
 
 
 @dataclass
@@ -160,11 +160,7 @@ def train(
     set_seed(seed)
 
     tokenizer = load_tokenizer(str(base_dir))
-    train_rows = encode_rows(tokenizer, load_jsonl(data_dir / "train.jsonl"), params.max_length)
-    valid_path = data_dir / "valid.jsonl"
-    valid_rows = encode_rows(tokenizer, load_jsonl(valid_path) if valid_path.exists() else [], params.max_length)
-    if not train_rows.rows:
-        raise ValueError(f"{data_dir / 'train.jsonl'}: no rows fit train.max_length={params.max_length}")
+    train_rows, valid_rows = load_splits(tokenizer, data_dir, params.max_length)
 
     world, rank = accelerator.num_processes, accelerator.process_index
     lengths = [len(r) for r in train_rows.rows]
