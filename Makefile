@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# DVC stages run `python scripts/...`: that must be this environment's python
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

