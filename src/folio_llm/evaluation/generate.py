@@ -111,7 +111,10 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
             extra["logits_processor"] = [logits_processor_factory(len(batch))]
         from transformers import StoppingCriteriaList
 
-        stop = StoppingCriteriaList([JsonObjectEnd(tokenizer, encoded["input_ids"].shape[1], len(batch))])
+        # under a grammar the answer ends with end-of-turn right after the object anyway, and a
+        # row stopped early would feed pad tokens to the grammar matcher
+        stop = StoppingCriteriaList(
+            [] if logits_processor_factory else [JsonObjectEnd(tokenizer, encoded["input_ids"].shape[1], len(batch))])
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, stopping_criteria=stop,
