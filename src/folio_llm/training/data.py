@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 IGNORE = -100
 
@@ -146,7 +146,3 @@ def answer_loss(model, batch: dict, reduction: str = "mean"):
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
         ignore_index=IGNORE, reduction=reduction)
 
-
-def iter_epoch(split: EncodedSplit, batch_size: int, seed: int, epoch: int, pad_id: int) -> Iterator[dict]:
-    for batch in bucketed_batches([len(r) for r in split.rows], batch_size, seed, epoch):
-        yield collate([split.rows[i] for i in batch], pad_id)
