@@ -20,11 +20,17 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_real_sample_instances_all_read(tmp_path):
+def run_instances(tmp_path, path, sample_size, seed=42, out="i.jsonl"):
+    """The `instances` stage on folio-json input, with its own params.yaml."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"source": {"kind": "folio-json", "path": str(SAMPLES), "sample_size": 0}}))
-    result = run(["instances", "--params", params, "--out", tmp_path / "i.jsonl",
-                  "--rejects", tmp_path / "r.jsonl", "--report", tmp_path / "rep.json"])
+    params.write_text(yaml.safe_dump({"seed": seed, "source": {"kind": "folio-json", "path": str(path),
+                                                               "sample_size": sample_size}}))
+    return run(["instances", "--params", params, "--out", tmp_path / out,
+                "--rejects", tmp_path / "r.jsonl", "--report", tmp_path / "rep.json"])
+
+
+def test_real_sample_instances_all_read(tmp_path):
+    result = run_instances(tmp_path, SAMPLES, 0)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "132 read, 132 written, 0 rejected"
     assert len(lines(tmp_path / "i.jsonl")) == 132
@@ -41,10 +47,7 @@ def test_bad_lines_go_to_rejects_and_counts_reconcile(tmp_path):
         json.dumps(good[1]),
         json.dumps(good[2]),
     ]) + "\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"source": {"kind": "folio-json", "path": str(source), "sample_size": 2}}))
-    result = run(["instances", "--params", params, "--out", tmp_path / "i.jsonl",
-                  "--rejects", tmp_path / "r.jsonl", "--report", tmp_path / "rep.json"])
+    result = run_instances(tmp_path, source, 2)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "6 read, 2 written, 3 rejected, 1 not sampled"
     rejects = lines(tmp_path / "r.jsonl")
@@ -79,12 +82,9 @@ def test_missing_inputs_are_one_line_errors(tmp_path):
 
 def test_sample_is_seeded_and_nested(tmp_path):
     def sample(size, seed):
-        params = tmp_path / "params.yaml"
-        params.write_text(yaml.safe_dump({"seed": seed, "source": {"kind": "folio-json", "path": str(SAMPLES), "sample_size": size}}))
-        out = tmp_path / f"i-{size}-{seed}.jsonl"
-        assert run(["instances", "--params", params, "--out", out, "--rejects", tmp_path / "r.jsonl",
-                    "--report", tmp_path / "rep.json"]).exit_code == 0
-        return [r["id"] for r in lines(out)]
+        out = f"i-{size}-{seed}.jsonl"
+        assert run_instances(tmp_path, SAMPLES, size, seed, out).exit_code == 0
+        return [r["id"] for r in lines(tmp_path / out)]
 
     small, large = sample(20, 1), sample(60, 1)
     assert len(small) == 20 and len(large) == 60
