@@ -279,14 +279,184 @@ def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, field
     results = {}
     for label, adapter in (("base", None), ("tuned", adapter_dir)):
         model, tokenizer = load_for_inference(base_dir, adapter, settings.dtype)
+        limit = settings.max_new_tokens
+        if label == "base" and settings.base_max_new_tokens:
+            limit = min(limit, settings.base_max_new_tokens)
         results[label] = evaluate_model(
-            model, tokenizer, rows, meta, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+            model, tokenizer, rows, meta, batch_size=settings.batch_size, max_new_tokens=limit,
             predictions_path=Path(predictions_dir) / f"{label}.jsonl",
             logits_processor_factory=_constraint(params, tokenizer, None), label=label,
             folio_schema=folio_schema, reference_data=reference)
         click.echo(f"{label}: macro {results[label]['macro']:.3f}, parse rate {results[label]['parse_rate']:.3f}")
     write_metrics(out, results)
     write_field_table(fields_table, results)
+
+
+@main.command("fetch-folio")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Snapshot folder (replaced when it holds an earlier snapshot).")
+@click.option("--sample-size", type=click.IntRange(min=0), default=None,
+              help="Instances to draw (0 = all) [default: params.source.sample_size].")
+@click.option("--seed", type=int, default=None, help="Seed of the draw [default: params.seed].")
+@click.option("--query", default=None, help="CQL filter, e.g. 'source==MARC' [default: params.source.query].")
+@click.option("--strategy", type=click.Choice(["uuid", "offset"]), default="uuid", show_default=True,
+              help="'uuid': random id boundaries (one index seek each); 'offset': random positions "
+                   "(exactly uniform, slow on large inventories).")
+@click.option("--page-size", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Neighbouring records taken per random draw.")
+@click.option("--attempts", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Tries per request on 5xx, resets and timeouts.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds before the second try, doubling after.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds per request.")
+@PARAMS_OPTION
+@friendly_errors
+def fetch_folio(out, sample_size, seed, query, strategy, page_size, attempts, backoff, timeout, params_path):
+    """Draw a seeded random sample of Instances from a live FOLIO tenant and save it with the
+    tenant's reference data and MARC mapping rules as a snapshot folder (source.kind: folio-api).
+
+    Credentials come from the environment only: FOLIO_URL, FOLIO_TENANT, FOLIO_USERNAME,
+    FOLIO_PASSWORD. Track the snapshot with `dvc add`."""
+    from folio_llm.folio.api import RetryPolicy
+    from folio_llm.folio.snapshot import fetch_snapshot, warnings
+
+    params = load_params(params_path)
+    manifest = fetch_snapshot(
+        out, sample_size=params.source.sample_size if sample_size is None else sample_size,
+        seed=params.seed if seed is None else seed, query=params.source.query if query is None else query,
+        strategy=strategy, page_size=page_size, retry=RetryPolicy(attempts, backoff, timeout))
+    click.echo(f"{manifest['instances']} instances of {manifest['matching']} matching ({manifest['strategy']}), "
+               f"{len(manifest['reference_data'])} kinds of reference data, "
+               f"{'mapping rules' if manifest['mapping_rules'] else 'no mapping rules'} -> {out} "
+               f"({manifest['requests']} requests)")
+    for note in warnings(manifest):
+        click.echo(f"warning: {note}", err=True)
+    click.echo(f"next: dvc add {out}")
+
+
+@main.command("export")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="Test prompts for the parity check (OpenAI chat layout).")
+@click.option("--merged", "merged_dir", default="models/merged", show_default=True, type=click.Path(file_okay=False))
+@click.option("--gguf-dir", default="models/gguf", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", default="metrics/export.json", show_default=True, type=click.Path(dir_okay=False))
+@PARAMS_OPTION
+@friendly_errors
+def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, params_path):
+    """Stage `export`: the adapter merged into the base (Hugging Face folder), GGUF files for
+    llama.cpp, Ollama and GPT4All with an Ollama Modelfile (params.export), and their answers
+    compared with the merged model's on test prompts."""
+    from folio_llm.export import export as run
+
+    params = load_params(params_path)
+    for path in (Path(base_dir) / "config.json", Path(adapter_dir) / "adapter_config.json"):
+        if not path.is_file():
+            raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")
+    result = run(base_dir, adapter_dir, merged_dir, gguf_dir, metrics, data_path, params)
+    click.echo(f"merged -> {result['merged']['dir']}")
+    for kind, entry in result["gguf"].items():
+        click.echo(f"{kind} -> {entry['file']} ({entry['bytes'] / 2**20:.0f} MiB, {entry['seconds']} s)")
+    parity = result.get("parity")
+    if parity:
+        click.echo(f"parity on {parity['rows']} prompts: transformers macro {parity['transformers']['macro']:.3f}; "
+                   + "; ".join(f"{kind} macro {parity[kind]['macro']:.3f} ({parity[kind]['macro_diff']:+.3f}), "
+                               f"{parity[kind]['exact_match']:.0%} identical" for kind in result["gguf"]))
+
+
+@main.command("predict")
+@click.argument("descriptions", nargs=-1)
+@click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
+              help="A .jsonl file (key 'description' or 'prompt', or OpenAI chat rows) or a .csv file "
+                   "(column 'description' or 'prompt'); answers come out as JSON Lines.")
+@click.option("--model", "model_path", default=None, type=click.Path(),
+              help="A Hugging Face folder or a .gguf file [default: what `dvc repro` made: models/merged, "
+                   "else models/base + models/adapter; for llama.cpp models/gguf/<export.name>-<export.types[0]>.gguf].")
+@click.option("--backend", type=click.Choice(["transformers", "llama.cpp"]), default=None,
+              help="[default: llama.cpp for a .gguf file, else transformers]")
+@click.option("--constrained/--no-constrained", default=None,
+              help="Keep answers to the JSON shape of the targets [default: params.eval.constrained].")
+@click.option("--folio-ready", is_flag=True,
+              help="Labels back to the tenant's reference UUIDs, source FOLIO, checked against FOLIO's Instance schema.")
+@click.option("--reference-data", default=None, type=click.Path(file_okay=False),
+              help="The tenant's reference data for --folio-ready [default: params.source.reference_data].")
+@SCHEMAS_OPTION
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records here instead of stdout.")
+@click.option("--rejects", default=None, type=click.Path(dir_okay=False),
+              help="Unusable lines and answers with the reason and the model's answer (JSON Lines).")
+@PARAMS_OPTION
+@friendly_errors
+def predict(descriptions, input_path, model_path, backend, constrained, folio_ready, reference_data, schemas, out,
+            rejects, params_path):
+    """Write a FOLIO Instance record (JSON) for each description, e.g.
+    folio-llm predict "For Vacancies in certain judgeships. Published in 1935 by ..."
+
+    The prompt is the one the model was trained on (params.dataset.system_prompts[0] and the
+    model's chat template); decoding is greedy. Lines that cannot be used are reported on
+    stderr with their number, and the rest go on."""
+    import contextlib
+
+    from folio_llm.export import gguf_path
+    from folio_llm.jsonl import JsonlWriter, dumps
+    from folio_llm.predict import BadInput, FolioMapper, Generator, default_model, pick_backend, read_requests, to_record
+
+    if not descriptions and not input_path:
+        raise click.UsageError("give a description or --input FILE")
+    params = load_params(params_path)
+    settings = params.eval
+    folio = FolioMapper(reference_data or params.source.reference_data, schemas) if folio_ready else None
+    if model_path:
+        model, adapter = Path(model_path), None
+    else:
+        model, adapter = default_model(backend, gguf_path("models/gguf", params.export.name, params.export.types[0]))
+    backend = pick_backend(model, backend)
+    schema = None
+    if settings.constrained if constrained is None else constrained:
+        from folio_llm.evaluation.scoring import target_schema
+
+        schema = target_schema(params.denormalize.fields)
+
+    read = written = rejected = 0
+    with contextlib.ExitStack() as stack:
+        reject_log = stack.enter_context(JsonlWriter(rejects)) if rejects else None
+        records = stack.enter_context(JsonlWriter(out)) if out else None
+
+        def reject(where: str, reason: str, **detail) -> None:
+            nonlocal rejected
+            rejected += 1
+            click.echo(f"rejected: {where}: {reason}", err=True)
+            if reject_log:
+                reject_log.write({"where": where, "reason": reason, **detail})
+
+        requests = []
+        for item in read_requests(descriptions, input_path, params.dataset.system_prompts[0]):
+            read += 1
+            if isinstance(item, BadInput):
+                reject(item.where, item.reason)
+            else:
+                requests.append(item)
+        if requests:
+            generator = Generator.load(model, adapter, backend, dtype=settings.dtype, batch_size=settings.batch_size,
+                                       max_new_tokens=settings.max_new_tokens, schema=schema)
+            answers = generator.answer([r.messages for r in requests])
+            for request, answer in zip(requests, answers):
+                outcome = to_record(answer, folio)
+                for warning in outcome.warnings:
+                    click.echo(f"warning: {request.where}: {warning}", err=True)
+                if outcome.record is None:
+                    reject(request.where, outcome.error, description=request.description, output=answer)
+                    continue
+                written += 1
+                if records:
+                    records.write(outcome.record)
+                else:
+                    click.echo(dumps(outcome.record))
+    if input_path or rejected:
+        click.echo(f"{read} read, {written} written, {rejected} rejected", err=True)
+    if not written:
+        raise ValueError("no record written (reasons above)")
 
 
 @main.command("check-params")

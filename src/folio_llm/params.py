@@ -8,6 +8,7 @@ stage does work. Defaults here are the embedded defaults: an empty params.yaml r
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 
 @dataclass
 class SourceParams:
-    kind: Literal["marc", "folio-json"] = _help(
+    kind: Literal["marc", "folio-json", "folio-api"] = _help(
         "Where records come from: 'marc' (binary MARC21, MARCXML, OAI-PMH) mapped with FOLIO's "
-        "rules, or 'folio-json' (Instance JSON files, JSON arrays, JSON Lines, API responses).",
+        "rules, 'folio-json' (Instance JSON files, JSON arrays, JSON Lines, API responses), or "
+        "'folio-api' (a snapshot of a live tenant written by `folio-llm fetch-folio`: path is its "
+        "folder; point rules and reference_data at its mapping-rules/marc-bib.json and reference-data).",
         "marc",
     )
     path: str = _help("File or folder of source records (folders are read recursively).", "data/raw/marc")
@@ -47,6 +50,11 @@ class SourceParams:
         "How many usable records to draw at random (0 = all). Samples are nested: the sample "
         "of 500 is part of the sample of 1000 for the same seed.",
         1000,
+    )
+    query: str = _help(
+        "kind 'folio-api': CQL filter on the tenant's instances for `folio-llm fetch-folio` "
+        "(e.g. 'source==MARC'; empty = all instances; no sortBy).",
+        "",
     )
 
 
@@ -214,12 +222,37 @@ class TrainParams:
 class EvalParams:
     batch_size: int = _help("Prompts generated together (greedy, KV cache).", 16)
     max_new_tokens: int = _help("Longest answer in tokens; a base model that rambles stops here.", 768)
+    base_max_new_tokens: int = _help(
+        "Longest answer of the base model in the zero-shot baseline (0 = max_new_tokens). The "
+        "untuned base writes prose, not the record's JSON, and would otherwise run to "
+        "max_new_tokens on every row: 6 of the default run's minutes for a score of 0.",
+        256,
+    )
     constrained: bool = _help("Follow a JSON schema of the target shape while generating (xgrammar).", False)
     limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = _help(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
         "(CUDA, CPUs with AVX-512 BF16: 4.5x faster than float32 here, same scores), else float32.",
         "auto",
+    )
+
+
+GGUF_TYPES = ("f16", "q8_0", "q4_k_m")
+
+
+@dataclass
+class ExportParams:
+    types: list[Literal["f16", "q8_0", "q4_k_m"]] = _help(
+        "GGUF files to write (models/gguf/<name>-<type>.gguf) for llama.cpp, Ollama and GPT4All: "
+        "'q8_0' (half the size of f16, same answers in practice), 'f16', 'q4_k_m' (smallest; "
+        "quantized from f16 by llama.cpp). The first one is the Modelfile's and predict's.",
+        factory=lambda: ["q8_0"],
+    )
+    name: str = _help("Model name inside the GGUF files and in their file names.", "folio-llm")
+    parity_rows: int = _help(
+        "Test prompts answered by both the merged model and each GGUF file, compared in "
+        "metrics/export.json (0 = no parity check).",
+        20,
     )
 
 
@@ -234,6 +267,8 @@ class Params:
     model: ModelParams = _help("Stage 'base': the model to fine-tune.", factory=ModelParams)
     train: TrainParams = _help("Stage 'train': LoRA fine-tuning.", factory=TrainParams)
     eval: EvalParams = _help("Stage 'evaluate': base vs tuned, field by field.", factory=EvalParams)
+    export: ExportParams = _help(
+        "Stage 'export': merged model, GGUF files for llama.cpp / Ollama / GPT4All.", factory=ExportParams)
 
 
 def _type_name(tp: Any) -> str:
@@ -328,6 +363,8 @@ def _check(params: Params) -> None:
         raise ParamsError(f"params: dataset.split: shares must be >= 0 and sum to 1, got {shares}")
     if params.source.sample_size < 0:
         raise ParamsError("params: source.sample_size: must be >= 0 (0 = all records)")
+    if "sortby" in params.source.query.lower():
+        raise ParamsError("params: source.query: leave sortBy out (the sample reads in id order)")
     unknown = [f for f in params.dataset.prompt_fields if f not in params.dataset.clauses]
     if unknown:
         raise ParamsError(f"params: dataset.prompt_fields: no clause phrasing for {unknown} in dataset.clauses")
@@ -348,6 +385,13 @@ def _check(params: Params) -> None:
         raise ParamsError("params: train.warmup_ratio and train.lora.dropout must be in [0, 1)")
     if params.eval.batch_size < 1 or params.eval.max_new_tokens < 1 or params.eval.limit < 0:
         raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0")
+    export = params.export
+    if not export.types or len(set(export.types)) != len(export.types):
+        raise ParamsError("params: export.types: needs at least one GGUF type, each once")
+    if not export.name or not re.fullmatch(r"[\w.-]+", export.name):
+        raise ParamsError("params: export.name: letters, digits, '.', '_' and '-' only (it names files)")
+    if export.parity_rows < 0:
+        raise ParamsError("params: export.parity_rows: must be >= 0")
     if not params.dataset.system_prompts:
         raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
     kept = set(params.denormalize.fields)

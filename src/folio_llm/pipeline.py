@@ -76,6 +76,10 @@ def source_items(kind: str, paths: list[str], rules: str | None = None,
                  reference_data: str | None = None) -> Iterator[SourceItem]:
     if kind == "folio-json":
         return iter_json_instances(paths)
+    if kind == "folio-api":
+        from folio_llm.folio.snapshot import snapshot_instances
+
+        return iter_json_instances([snapshot_instances(path) for path in paths])
     from folio_llm.marc.rules import RuleEngine
 
     engine = RuleEngine.from_files(rules, reference_data)
