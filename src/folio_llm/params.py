@@ -237,9 +237,6 @@ class EvalParams:
     )
 
 
-GGUF_TYPES = ("f16", "q8_0", "q4_k_m")
-
-
 @dataclass
 class ExportParams:
     types: list[Literal["f16", "q8_0", "q4_k_m"]] = _help(

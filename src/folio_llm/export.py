@@ -1,0 +1,205 @@
+"""Use the model elsewhere: the adapter merged into the base, GGUF files for llama.cpp / Ollama /
+GPT4All (llama.cpp's own converter and quantizer), an Ollama Modelfile, and a parity check of
+the GGUF files against the merged model on real test prompts."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from folio_llm.evaluation.run import load_test_rows
+from folio_llm.jsonl import write_json
+
+# types llama.cpp's converter writes straight from the safetensors
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def gguf_path(out_dir: str | Path, name: str, kind: str) -> Path:
+    return Path(out_dir) / f"{name}-{kind}.gguf"
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def merge(base_dir: str | Path, adapter_dir: str | Path | None, out_dir: str | Path) -> Path:
+    """The base with the LoRA adapter merged in, as a Hugging Face folder (safetensors,
+    tokenizer, chat template), in float32 so nothing is rounded twice before GGUF."""
+    from folio_llm.evaluation.generate import load_for_inference
+
+    model, tokenizer = load_for_inference(base_dir, adapter_dir, "float32")
+    tokenizer.padding_side = "right"  # load_for_inference sets left for batched generation
+    for config in (model.config, model.generation_config):
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, out)
+    return out
+
+
+def convert(model_dir: str | Path, out: str | Path, kind: str, name: str) -> Path:
+    """One GGUF file from a Hugging Face folder with llama.cpp's converter (``convert_hf_to_gguf``:
+    tensor layouts, tokenizer, chat template and special tokens as llama.cpp expects them)."""
+    import gguf
+    import torch
+    from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
+
+    if kind not in CONVERTER_TYPES:
+        raise ValueError(f"the converter writes {', '.join(CONVERTER_TYPES)}, not '{kind}'")
+    logging.getLogger("hf-to-gguf").setLevel(logging.ERROR)  # it logs every tensor
+    model_dir, out = Path(model_dir), Path(out)
+    architecture = get_model_architecture(ModelBase.load_hparams(model_dir, False), ModelType.TEXT)
+    try:
+        model_class = get_model_class(architecture)
+    except NotImplementedError:
+        raise ValueError(f"{model_dir}: llama.cpp's converter does not support the architecture {architecture}") from None
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with torch.inference_mode():
+            model_class(model_dir, file_type, tmp, model_name=name).write()
+    except (NotImplementedError, KeyError) as exc:  # e.g. a tokenizer the converter does not know
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"{model_dir}: llama.cpp's converter cannot convert it ({str(exc).splitlines()[0]})") from None
+    tmp.replace(out)
+    return out
+
+
+def write_ggufs(model_dir: str | Path, out_dir: str | Path, kinds: Sequence[str], name: str) -> dict[str, dict]:
+    """``<name>-<kind>.gguf`` per kind; q4_k_m is quantized by llama.cpp from an f16 file
+    (kept only when f16 is asked for too). Returns kind -> {file, bytes, seconds}."""
+    from folio_llm.llamacpp import quantize
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, dict] = {}
+    for kind in sorted(kinds, key=lambda k: k not in CONVERTER_TYPES):  # f16 before what it feeds
+        path = gguf_path(out_dir, name, kind)
+        started = time.perf_counter()
+        if kind in CONVERTER_TYPES:
+            convert(model_dir, path, kind, name)
+        else:
+            f16 = gguf_path(out_dir, name, "f16")
+            source = f16 if f16.is_file() and "f16" in kinds else convert(
+                model_dir, out_dir / f".{name}-f16.for-{kind}.gguf", "f16", name)
+            try:
+                tmp = path.with_name(f".{path.name}.tmp")
+                quantize(source, tmp, kind)
+                tmp.replace(path)
+            finally:
+                if source != f16:
+                    source.unlink(missing_ok=True)
+        written[kind] = {"file": str(path), "bytes": path.stat().st_size,
+                         "seconds": round(time.perf_counter() - started, 1)}
+    return {kind: written[kind] for kind in kinds}
+
+
+def ollama_template(tokenizer) -> str:
+    """The chat template as an Ollama TEMPLATE (Go template): the training template rendered
+    around markers, the markers then swapped for .System, .Prompt and .Response."""
+    from folio_llm.training.data import prompt_text
+
+    system, user, answer = "\ue000SYSTEM\ue000", "\ue000PROMPT\ue000", "\ue000RESPONSE\ue000"
+    head = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    prompt = prompt_text(tokenizer, head)
+    full = tokenizer.apply_chat_template(head + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(prompt) or answer not in full[len(prompt):]:
+        raise ValueError("the chat template renders the prompt differently inside the whole conversation")
+    text = full.replace(system, "{{ .System }}").replace(user, "{{ .Prompt }}")
+    return text.replace(answer, "{{ .Response }}")
+
+
+def modelfile(name: str, gguf_name: str, tokenizer, system_prompt: str, max_new_tokens: int) -> str:
+    """An Ollama Modelfile for ``gguf_name`` (beside it): the training chat template and
+    system prompt, greedy decoding, and the end-of-turn token as the stop token."""
+    template = ollama_template(tokenizer)
+    if '"""' in system_prompt + template:
+        raise ValueError('the system prompt or chat template holds """, which a Modelfile cannot quote')
+    return (f"# ollama create {name} -f Modelfile; then: ollama run {name} \"For ...\"\n"
+            f"FROM ./{gguf_name}\n"
+            f'TEMPLATE """{template}"""\n'
+            f'SYSTEM """{system_prompt}"""\n'
+            f'PARAMETER stop "{tokenizer.eos_token}"\n'
+            "PARAMETER temperature 0\n"
+            "PARAMETER repeat_penalty 1\n"
+            f"PARAMETER num_predict {max_new_tokens}\n"
+            "PARAMETER num_ctx 4096\n")
+
+
+def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict], *, batch_size: int,
+           max_new_tokens: int, dtype: str = "float32") -> dict:
+    """Greedy answers of the merged model (transformers) and of each GGUF file (llama.cpp) to
+    the same test prompts: the share of identical answers and each one's macro field score
+    against the references. The reference is float32, the weights as they are: bf16
+    generation flips near-ties itself (a quarter of the answers of the default model differ
+    from float32's), so it is no yardstick for the GGUF files."""
+    from folio_llm.evaluation.generate import generate as generate_hf
+    from folio_llm.evaluation.generate import inference_dtype, load_for_inference
+    from folio_llm.evaluation.scoring import score
+    from folio_llm.llamacpp import generate as generate_llamacpp
+    from folio_llm.llamacpp import load_gguf
+
+    conversations = [row["messages"][:-1] for row in rows]
+    references = [row["messages"][-1]["content"] for row in rows]
+
+    def summary(outputs: list[str], seconds: float) -> dict:
+        report = score(outputs, references, n_boot=0)
+        return {"macro": round(report["macro"], 4), "parse_rate": report["parse_rate"],
+                "seconds": round(seconds, 1)}
+
+    model, tokenizer = load_for_inference(model_dir, None, dtype)
+    started = time.perf_counter()
+    reference_outputs = generate_hf(model, tokenizer, conversations, batch_size, max_new_tokens)
+    result: dict = {"rows": len(rows),
+                    "transformers": {"dtype": inference_dtype(dtype),
+                                     **summary(reference_outputs, time.perf_counter() - started)}}
+    del model
+    for kind, path in ggufs.items():
+        llm, gguf_tokenizer = load_gguf(path)
+        started = time.perf_counter()
+        try:
+            outputs = generate_llamacpp(llm, gguf_tokenizer, conversations, max_new_tokens)
+        finally:
+            llm.close()
+        entry = summary(outputs, time.perf_counter() - started)
+        entry["exact_match"] = round(sum(a == b for a, b in zip(outputs, reference_outputs)) / len(rows), 4)
+        entry["macro_diff"] = round(entry["macro"] - result["transformers"]["macro"], 4)
+        result[kind] = entry
+    return result
+
+
+def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str | Path, gguf_dir: str | Path,
+           metrics_path: str | Path, data_path: str | Path, params) -> dict:
+    """The stage: merge, GGUF files, Modelfile, parity check; metrics to ``metrics_path``."""
+    from folio_llm.models import load_tokenizer
+
+    settings = params.export
+    rows = load_test_rows(data_path, settings.parity_rows)[0] if settings.parity_rows else []
+    started = time.perf_counter()
+    merged = merge(base_dir, adapter_dir, merged_dir)
+    metrics: dict = {"merged": {"dir": str(merged), "seconds": round(time.perf_counter() - started, 1),
+                                "bytes": sum(p.stat().st_size for p in merged.iterdir())}}
+    gguf_dir = Path(gguf_dir)
+    if gguf_dir.exists():
+        shutil.rmtree(gguf_dir)
+    metrics["gguf"] = write_ggufs(merged, gguf_dir, settings.types, settings.name)
+    first = Path(metrics["gguf"][settings.types[0]]["file"]).name
+    (gguf_dir / "Modelfile").write_text(
+        modelfile(settings.name, first, load_tokenizer(str(merged)), params.dataset.system_prompts[0],
+                  params.eval.max_new_tokens), encoding="utf-8")
+    if rows:
+        metrics["parity"] = parity(merged, {k: v["file"] for k, v in metrics["gguf"].items()}, rows,
+                                   batch_size=params.eval.batch_size, max_new_tokens=params.eval.max_new_tokens)
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,138 @@
+"""llama.cpp through llama-cpp-python: load a GGUF file, answer conversations greedily, quantize.
+
+Prompts are rendered by the chat template through ``training.data.prompt_text`` and tokenized
+by the Hugging Face tokenizer read from the GGUF file itself, so llama.cpp sees exactly the
+token ids the transformers path sees.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+MISSING = "the llama.cpp backend needs llama-cpp-python: pip install 'folio-llm[llamacpp]'"
+# llama.cpp's own quantizer types for the GGUF types that the converter cannot write itself
+QUANTIZE_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ValueError(MISSING) from None
+    # llama.cpp logs every tensor it loads or quantizes; keep its errors only
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    return llama_cpp
+
+
+def threads() -> int:
+    """As many threads as torch uses (one knob for both backends: OMP_NUM_THREADS or
+    torch.set_num_threads). llama-cpp-python's own default is half the cores; more threads
+    than free cores make llama.cpp's spinning workers 20x slower."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def load_gguf(path: str | Path, n_ctx: int = 4096):
+    """(llama_cpp.Llama, Hugging Face tokenizer) for a GGUF file."""
+    from folio_llm.models import load_tokenizer
+
+    llama_cpp = _llama_cpp()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"GGUF file not found: {path}")
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads(), n_threads_batch=threads(),
+                              verbose=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: llama.cpp cannot load it ({exc})") from None
+    tokenizer = load_tokenizer(str(path.parent), gguf_file=path.name)
+    return llm, tokenizer
+
+
+def _json_end(tokenizer, prompt_width: int):
+    """evaluation.generate's end-of-JSON-object stop as a llama-cpp-python stopping criterion."""
+    import torch
+
+    from folio_llm.evaluation.generate import JsonObjectEnd
+
+    stop = JsonObjectEnd(tokenizer, prompt_width, 1)
+    return lambda input_ids, logits: bool(stop(torch.as_tensor(input_ids).unsqueeze(0), None)[0])
+
+
+def json_grammar(schema: dict):
+    """A llama.cpp grammar that keeps answers to a JSON schema (constrained decoding)."""
+    import json
+
+    return _llama_cpp().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+
+
+def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
+             grammar=None, progress: bool = True) -> list[str]:
+    """Greedy answers for each conversation (its assistant message, if any, is left out), one
+    at a time; a row stops at end-of-turn or once its answer holds one complete JSON object."""
+    from llama_cpp import StoppingCriteriaList
+
+    from folio_llm.training.data import prompt_text
+
+    answers = []
+    for messages in tqdm(conversations, desc="generate", unit="prompt", disable=None if progress else True,
+                         leave=False):
+        ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        if len(ids) + max_new_tokens > llm.n_ctx():
+            raise ValueError(f"a prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the "
+                             f"llama.cpp context of {llm.n_ctx()}")
+        result = llm.create_completion(
+            ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
+            stopping_criteria=StoppingCriteriaList([_json_end(tokenizer, len(ids))]))
+        answers.append(result["choices"][0]["text"].strip())
+    return answers
+
+
+def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
+    """Quantize a GGUF file (f16 or f32) with llama.cpp's own quantizer (``llama_model_quantize``)."""
+    llama_cpp = _llama_cpp()
+    if kind not in QUANTIZE_FTYPES:
+        raise ValueError(f"llama.cpp quantization to '{kind}' is not wired up (known: {', '.join(QUANTIZE_FTYPES)})")
+    if not hasattr(llama_cpp, "llama_model_quantize"):
+        raise ValueError(f"{kind} needs llama_model_quantize, which this llama-cpp-python does not expose")
+    if not Path(source).is_file():
+        raise ValueError(f"GGUF file not found: {source}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZE_FTYPES[kind])
+    params.nthread = threads()
+    out = Path(out)
+    with _captured_stderr() as log:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    if status != 0 or not out.is_file():
+        last = (log[0].strip().splitlines() or [f"status {status}"])[-1]
+        raise ValueError(f"llama.cpp could not quantize {source} to {kind} ({last})")
+    return out
+
+
+@contextmanager
+def _captured_stderr():
+    """File descriptor 2 into a temporary file: llama.cpp's quantizer prints a line per tensor
+    from C, past Python's logging."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = []
+    with tempfile.TemporaryFile(mode="w+", errors="replace") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            text.append(log.read())

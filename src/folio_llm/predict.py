@@ -1,0 +1,235 @@
+"""`folio-llm predict`: short descriptions in, FOLIO Instance JSON out.
+
+Inputs: descriptions on the command line, JSON Lines (a "description" or "prompt" key, or an
+OpenAI chat row whose last user message is the description) or CSV (a "description" or
+"prompt" column). A line that cannot be used is reported with its number; the rest go on.
+Every prompt is the training conversation: the system prompt (params.dataset.system_prompts[0])
+and the description, rendered by the model's own chat template.
+Backends: transformers (a Hugging Face folder, batched) and llama.cpp (a GGUF file).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from folio_llm.jsonl import read_jsonl
+
+BACKENDS = ("transformers", "llama.cpp")
+TEXT_KEYS = ("description", "prompt")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One description to answer; ``where`` names it in messages ("books.csv: line 4")."""
+
+    where: str
+    messages: list[dict]
+
+    @property
+    def description(self) -> str:
+        return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
+class BadInput:
+    where: str
+    reason: str
+
+
+def conversation(system_prompt: str, description: str) -> list[dict]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": description}]
+
+
+def _from_row(row, system_prompt: str) -> list[dict] | str:
+    """The conversation for one JSONL row, or why there is none."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    messages = row.get("messages")
+    if messages is not None:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return "'messages' is not a list of chat messages"
+        while messages and messages[-1].get("role") == "assistant":  # a training row: its answer is not asked for
+            messages = messages[:-1]
+        if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content") or "").strip():
+            return "'messages' does not end with a user message"
+        if messages[0].get("role") != "system":
+            messages = [{"role": "system", "content": system_prompt}] + messages
+        return [{"role": m.get("role"), "content": str(m.get("content") or "")} for m in messages]
+    for key in TEXT_KEYS:
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return conversation(system_prompt, value.strip())
+    return "no 'description', 'prompt' or 'messages' key with text"
+
+
+def read_requests(descriptions: Sequence[str], input_path: str | Path | None,
+                  system_prompt: str) -> Iterator[Request | BadInput]:
+    """Requests from command-line descriptions, then from ``input_path`` (.jsonl or .csv)."""
+    for number, text in enumerate(descriptions, start=1):
+        if text.strip():
+            yield Request(f"description {number}", conversation(system_prompt, text.strip()))
+        else:
+            yield BadInput(f"description {number}", "empty description")
+    if input_path is None:
+        return
+    path = Path(input_path)
+    if not path.is_file():
+        raise ValueError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        for line in read_jsonl(path):
+            if line.error:
+                where, _, reason = line.error.partition(": ")
+                yield BadInput(f"{path}: {where}", reason)
+                continue
+            result = _from_row(line.value, system_prompt)
+            if isinstance(result, str):
+                yield BadInput(f"{path}: line {line.lineno}", result)
+            else:
+                yield Request(f"{path}: line {line.lineno}", result)
+    elif suffix == ".csv":
+        yield from _read_csv(path, system_prompt)
+    else:
+        raise ValueError(f"--input {path}: expected a .jsonl or .csv file")
+
+
+def _read_csv(path: Path, system_prompt: str) -> Iterator[Request | BadInput]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = {name.strip().casefold(): name for name in reader.fieldnames or [] if name}
+        column = next((columns[key] for key in TEXT_KEYS if key in columns), None)
+        if column is None:
+            raise ValueError(f"{path}: no 'description' or 'prompt' column (columns: {', '.join(columns) or 'none'})")
+        for row in reader:
+            where = f"{path}: line {reader.line_num}"
+            text = (row.get(column) or "").strip()
+            if text:
+                yield Request(where, conversation(system_prompt, text))
+            else:
+                yield BadInput(where, f"empty '{column}'")
+
+
+# ---------------------------------------------------------------------------------------
+# the model
+
+
+def default_model(backend: str | None, gguf_file: str | Path, merged: str | Path = "models/merged",
+                  base: str | Path = "models/base", adapter: str | Path = "models/adapter") -> tuple[Path, Path | None]:
+    """What the pipeline produced: the GGUF file for llama.cpp; else the merged model, or the
+    base with its adapter."""
+    if backend == "llama.cpp":
+        return Path(gguf_file), None
+    if (Path(merged) / "config.json").is_file():
+        return Path(merged), None
+    if not (Path(base) / "config.json").is_file():
+        raise ValueError(f"no model found: neither {merged} nor {base} (run `dvc repro`, or pass --model)")
+    return Path(base), Path(adapter) if (Path(adapter) / "adapter_config.json").is_file() else None
+
+
+def pick_backend(model: Path, backend: str | None) -> str:
+    is_gguf = model.suffix.lower() == ".gguf"
+    if backend is None:
+        return "llama.cpp" if is_gguf else "transformers"
+    if is_gguf != (backend == "llama.cpp"):
+        raise ValueError(f"--backend {backend} cannot load {model} (.gguf files are for llama.cpp, "
+                         "Hugging Face folders for transformers)")
+    return backend
+
+
+@dataclass
+class Generator:
+    """A loaded model that answers conversations greedily, with either backend."""
+
+    backend: str
+    model: object
+    tokenizer: object
+    batch_size: int = 16
+    max_new_tokens: int = 768
+    schema: dict | None = None  # constrained decoding to this JSON schema
+    _constraint: object = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
+             batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None) -> "Generator":
+        if backend == "llama.cpp":
+            from folio_llm.llamacpp import json_grammar, load_gguf
+
+            llm, tokenizer = load_gguf(model)
+            return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema,
+                       json_grammar(schema) if schema else None)
+        from folio_llm.evaluation.generate import load_for_inference
+
+        loaded, tokenizer = load_for_inference(model, adapter, dtype)
+        constraint = None
+        if schema:
+            from folio_llm.evaluation.constrained import schema_processor_factory
+
+            constraint = schema_processor_factory(tokenizer, schema)
+        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, constraint)
+
+    def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
+        if self.backend == "llama.cpp":
+            from folio_llm.llamacpp import generate
+
+            return generate(self.model, self.tokenizer, conversations, self.max_new_tokens,
+                            grammar=self._constraint, progress=progress)
+        from folio_llm.evaluation.generate import generate
+
+        return generate(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
+                        self._constraint, progress=progress)
+
+    def close(self) -> None:
+        # llama-cpp-python frees a model left to interpreter shutdown with a traceback
+        if self.backend == "llama.cpp":
+            self.model.close()
+
+
+# ---------------------------------------------------------------------------------------
+# answers to records
+
+
+@dataclass
+class Outcome:
+    record: dict | None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class FolioMapper:
+    """Labels back to the tenant's reference UUIDs, then FOLIO's Instance schema."""
+
+    def __init__(self, reference_dir: str | Path, schemas_dir: str | Path):
+        from folio_llm.evaluation.scoring import FolioSchema
+        from folio_llm.folio.reference import ReferenceData
+
+        if not Path(schemas_dir).is_dir():
+            raise ValueError(f"FOLIO schemas folder not found: {schemas_dir}")
+        self.reference = ReferenceData.load(reference_dir)
+        self.schema = FolioSchema(schemas_dir)
+
+    def __call__(self, record: dict) -> Outcome:
+        from folio_llm.evaluation.scoring import to_folio
+
+        instance, unknown = to_folio(record, self.reference, self.schema)
+        warnings = [f"{u['path']}: {u['label']!r} matches no {u['kind']} entry in the reference data (left out)"
+                    for u in unknown]
+        errors = self.schema.errors(instance)
+        if errors:
+            more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+            return Outcome(None, warnings, f"not a valid FOLIO Instance: {'; '.join(errors[:3])}{more}")
+        return Outcome(instance, warnings)
+
+
+def to_record(output: str, folio: FolioMapper | None = None) -> Outcome:
+    """The model's answer as a record (FOLIO-ready with ``folio``), or why it is not one."""
+    from folio_llm.evaluation.scoring import parse_output
+
+    record, _ = parse_output(output)
+    if record is None:
+        shown = " ".join(output.split())
+        return Outcome(None, error=f"the model's answer is not a JSON object: {shown[:80]!r}"
+                                   f"{'...' if len(shown) > 80 else ''}")
+    return folio(record) if folio else Outcome(record)

@@ -1,0 +1,142 @@
+"""Export: a tiny trained model (real tokenizer, real trainer) merged, written as GGUF by llama.cpp's
+converter and quantizer, loaded and run by llama.cpp; parity with the real SmolLM2 on real prompts."""
+import json
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from folio_llm.cli import main
+from folio_llm.export import convert, ollama_template, parity
+from folio_llm.jsonl import load_jsonl
+from folio_llm.llamacpp import generate as generate_llamacpp
+from folio_llm.llamacpp import load_gguf, quantize
+from folio_llm.models import load_tokenizer
+
+TYPES = ["f16", "q8_0", "q4_k_m"]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_base, real_dataset, tmp_path_factory):
+    from folio_llm.params import parse_params
+    from folio_llm.training.trainer import train
+
+    settings = parse_params({"train": {"max_steps": 3, "batch_size": 4, "learning_rate": 2e-2, "save_every": 100,
+                                       "lora": {"rank": 4}}}).train
+    tmp = tmp_path_factory.mktemp("tiny-train")
+    train(settings, 42, real_dataset / "chat", tiny_base, tmp / "adapter", tmp / "ck", tmp / "train.json", tmp / "live")
+    return tmp / "adapter"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_base, tiny_adapter, real_dataset, tmp_path_factory):
+    """`folio-llm export` of the tiny trained model: (output folder, CLI result)."""
+    tmp = tmp_path_factory.mktemp("export")
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump({"export": {"types": TYPES, "parity_rows": 3}, "eval": {"max_new_tokens": 12}}))
+    result = CliRunner().invoke(main, [
+        "export", "--base", str(tiny_base), "--adapter", str(tiny_adapter),
+        "--data", str(real_dataset / "openai" / "test.jsonl"), "--merged", str(tmp / "merged"),
+        "--gguf-dir", str(tmp / "gguf"), "--metrics", str(tmp / "export.json"), "--params", str(params)])
+    return tmp, result
+
+
+def test_export_writes_merged_model_gguf_files_modelfile_and_parity(exported):
+    tmp, result = exported
+    assert result.exit_code == 0, result.output
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"):
+        assert (tmp / "merged" / name).is_file()
+    for kind in TYPES:
+        assert (tmp / "gguf" / f"folio-llm-{kind}.gguf").stat().st_size > 0
+        assert f"{kind} -> " in result.output
+    assert sorted(p.name for p in (tmp / "gguf").iterdir()) == sorted(
+        ["Modelfile"] + [f"folio-llm-{k}.gguf" for k in TYPES])  # the f16 that fed q4_k_m is kept, nothing else
+    metrics = json.loads((tmp / "export.json").read_text())
+    assert metrics["parity"]["rows"] == 3
+    for kind in TYPES:
+        entry = metrics["parity"][kind]
+        assert 0 <= entry["exact_match"] <= 1 and "macro" in entry and "macro_diff" in entry
+    # same weights at 16 bits: llama.cpp answers exactly as transformers does
+    assert metrics["parity"]["f16"]["exact_match"] == 1.0
+    assert "parity on 3 prompts" in result.output
+
+
+def test_merged_model_is_the_base_with_the_adapter(exported, tiny_base, tiny_adapter, real_dataset):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tmp, _ = exported
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    text = load_jsonl(real_dataset / "openai" / "test.jsonl")[0]["messages"][1]["content"]
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(tmp / "merged")(ids).logits
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter)(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_base)(ids).logits
+    assert torch.allclose(merged, tuned, atol=1e-4)
+    assert not torch.allclose(merged, base, atol=1e-3)  # the adapter did change something
+
+
+def test_gguf_holds_the_chat_template_and_stop_token(exported):
+    from gguf import GGUFReader
+
+    tmp, _ = exported
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    fields = GGUFReader(tmp / "gguf" / "folio-llm-q8_0.gguf").fields
+    assert fields["tokenizer.chat_template"].contents() == tokenizer.chat_template
+    assert fields["tokenizer.ggml.eos_token_id"].contents() == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert fields["tokenizer.ggml.padding_token_id"].contents() == tokenizer.pad_token_id
+    assert fields["general.name"].contents() == "folio-llm"
+
+
+def test_llama_cpp_loads_every_type_and_answers(exported, real_dataset):
+    tmp, _ = exported
+    conversations = [r["messages"][:-1] for r in load_jsonl(real_dataset / "openai" / "test.jsonl")[:2]]
+    for kind in TYPES:
+        llm, tokenizer = load_gguf(tmp / "gguf" / f"folio-llm-{kind}.gguf")
+        answers = generate_llamacpp(llm, tokenizer, conversations, max_new_tokens=6, progress=False)
+        assert len(answers) == 2 and all(answers), kind
+        llm.close()
+
+
+def test_modelfile_template_renders_like_the_chat_template(exported):
+    tmp, _ = exported
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    text = (tmp / "gguf" / "Modelfile").read_text()
+    assert "FROM ./folio-llm-f16.gguf" in text  # the first of export.types
+    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0" in text
+    assert 'SYSTEM """As an expert cataloger, you will create the FOLIO inventory JSON record."""' in text
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                {"role": "assistant", "content": "R"}]
+    go = ollama_template(tokenizer)
+    assert f'TEMPLATE """{go}"""' in text
+    rendered = go.replace("{{ .System }}", "S").replace("{{ .Prompt }}", "U").replace("{{ .Response }}", "R")
+    assert rendered == tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def test_export_refuses_a_missing_adapter_in_one_line(tiny_base, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--base", str(tiny_base), "--adapter", str(tmp_path / "none"),
+                                       "--params", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: not found: {tmp_path / 'none' / 'adapter_config.json'} "
+                                                  "(run the earlier stages first: dvc repro)"]
+
+
+def test_quantize_names_a_missing_source(tmp_path):
+    with pytest.raises(ValueError, match="none.gguf"):
+        quantize(tmp_path / "none.gguf", tmp_path / "out.gguf", "q4_k_m")
+
+
+@pytest.mark.slow
+def test_parity_on_real_prompts_with_smollm2(smollm2_base, real_dataset, tmp_path):
+    """The real SmolLM2 (30 layers, grouped-query attention, tied embeddings) through the
+    converter: at 16 bits llama.cpp continues real test prompts as transformers does in float32.
+    The untuned model writes prose, not JSON, so both field scores are 0 and the answers are the
+    measure; prose has near-ties that any change of arithmetic may flip, so a few may differ."""
+    rows = load_jsonl(real_dataset / "openai" / "test.jsonl")[:10]
+    ggufs = {kind: convert(smollm2_base, tmp_path / f"smollm2-{kind}.gguf", kind, "smollm2") for kind in ("f16", "q8_0")}
+    result = parity(smollm2_base, ggufs, rows, batch_size=10, max_new_tokens=32)
+    assert result["transformers"]["dtype"] == "float32" and result["rows"] == 10
+    assert result["f16"]["exact_match"] >= 0.8
+    assert result["f16"]["macro_diff"] == result["q8_0"]["macro_diff"] == 0.0
