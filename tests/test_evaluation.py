@@ -99,3 +99,27 @@ def test_generation_stops_after_one_complete_json_object(tiny_base, real_dataset
                 done_at = step
         assert done_at is not None
         assert json.loads(tokenizer.decode(ids[:done_at])) == json.loads(text)
+
+
+def test_repetition_loop_ends_a_looping_row_and_no_real_answer(tiny_base, real_dataset):
+    """A subject repeated until max_new_tokens (what the tuned model's unparseable answers
+    looked like) is caught after four copies; none of the real test answers is."""
+    import torch
+
+    from folio_llm.evaluation.generate import RepetitionLoop
+    from folio_llm.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_base))
+
+    def stops_at(text):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        stop = RepetitionLoop(prompt_width=0, batch_size=1)
+        return next((step for step in range(1, len(ids) + 1) if stop(torch.tensor([ids[:step]]), None)[0]), None)
+
+    for row in load_jsonl(real_dataset / "openai" / "test.jsonl"):
+        assert stops_at(row["messages"][-1]["content"]) is None
+    prefix = '{"title":"Catholics in America","subjects":[{"value":"Catholic Church"}'
+    loop = prefix + ',{"value":"Catholics - United States"}' * 6
+    step = stops_at(loop)
+    assert step is not None
+    assert tokenizer.decode(tokenizer(loop, add_special_tokens=False)["input_ids"][:step]).count("Catholics - United") == 4

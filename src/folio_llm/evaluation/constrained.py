@@ -7,17 +7,49 @@ import json
 MISSING = "constrained decoding needs xgrammar: pip install 'folio-llm[constrained]'"
 
 
+class SchemaProcessor:
+    """A transformers logits processor that masks, row by row, every token the grammar forbids.
+
+    Unlike xgrammar's own HF processor it lets a stopping criterion end a row early (a
+    repetition loop): such a row then receives pad tokens, which no JSON grammar accepts, so
+    its matcher is simply left alone from then on. Single use: one per ``generate`` call."""
+
+    def __init__(self, compiled, batch_size: int, pad_token_id: int):
+        import xgrammar as xgr
+
+        self.xgr = xgr
+        self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(batch_size)]
+        self.bitmask = xgr.allocate_token_bitmask(batch_size, compiled.tokenizer_info.vocab_size)
+        self.pad_token_id = pad_token_id
+        self.stopped = [False] * batch_size
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        for row, matcher in enumerate(self.matchers):
+            if self.started and not (self.stopped[row] or matcher.is_terminated()):
+                token = int(input_ids[row, -1])
+                if token == self.pad_token_id:
+                    self.stopped[row] = True
+                elif not matcher.accept_token(token):
+                    raise RuntimeError(f"the grammar refused token {token} it allowed a step before")
+            if not (self.stopped[row] or matcher.is_terminated()):
+                matcher.fill_next_token_bitmask(self.bitmask, row)
+        self.started = True
+        masked = scores.to("cpu") if scores.device.type != "cuda" else scores
+        self.xgr.apply_token_bitmask_inplace(masked, self.bitmask.to(masked.device))
+        return masked.to(scores.device)
+
+
 def schema_processor_factory(tokenizer, schema: dict):
-    """A function batch_size -> fresh logits processor (xgrammar's processors are single-use).
+    """A function batch_size -> fresh logits processor.
 
     The grammar is compiled once. Whitespace is fixed to the compact separators the targets
     use, so constrained answers look like the training answers token for token."""
     try:
         import xgrammar as xgr
-        from xgrammar.contrib.hf import LogitsProcessor
     except ImportError:
         raise ValueError(MISSING) from None
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer), stop_token_ids=[tokenizer.eos_token_id])
     compiled = xgr.GrammarCompiler(info).compile_json_schema(
         json.dumps(schema), any_whitespace=False, separators=(",", ":"))
-    return lambda batch_size: LogitsProcessor(compiled)
+    return lambda batch_size: SchemaProcessor(compiled, batch_size, tokenizer.pad_token_id)
