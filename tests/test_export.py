@@ -14,6 +14,8 @@ from folio_llm.llamacpp import generate as generate_llamacpp
 from folio_llm.llamacpp import load_gguf, quantize
 from folio_llm.models import load_tokenizer
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TYPES = ["f16", "q8_0", "q4_k_m"]
 
 

@@ -13,6 +13,8 @@ from folio_llm.predict import BadInput, FolioMapper, Request, conversation, defa
 
 from conftest import RAW, REFERENCE
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SYSTEM = parse_params({}).dataset.system_prompts[0]
 SCHEMAS = RAW / "folio" / "schemas"
 
@@ -81,6 +83,10 @@ def test_default_model_is_what_the_pipeline_made(tiny_base, tmp_path):
     assert default_model("transformers", gguf, **kw) == (models / "base", models / "adapter")
     shutil.copytree(tiny_base, models / "merged")
     assert default_model(None, gguf, **kw) == (models / "merged", None)
+    with pytest.raises(ValueError, match="run `dvc repro export`"):
+        default_model("llama.cpp", gguf, **kw)
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
     assert default_model("llama.cpp", gguf, **kw) == (gguf, None)
 
 

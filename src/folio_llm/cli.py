@@ -390,8 +390,10 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
 @friendly_errors
 def predict(descriptions, input_path, model_path, backend, constrained, folio_ready, reference_data, schemas, out,
             rejects, params_path):
-    """Write a FOLIO Instance record (JSON) for each description, e.g.
-    folio-llm predict "For Vacancies in certain judgeships. Published in 1935 by ..."
+    """Write a FOLIO Instance record (JSON) for each description:
+
+    \b
+        folio-llm predict "For Vacancies in certain judgeships. Published in 1935 by ..."
 
     The prompt is the one the model was trained on (params.dataset.system_prompts[0] and the
     model's chat template); decoding is greedy. Lines that cannot be used are reported on

@@ -71,7 +71,8 @@ def convert(model_dir: str | Path, out: str | Path, kind: str, name: str) -> Pat
             model_class(model_dir, file_type, tmp, model_name=name).write()
     except (NotImplementedError, KeyError) as exc:  # e.g. a tokenizer the converter does not know
         tmp.unlink(missing_ok=True)
-        raise ValueError(f"{model_dir}: llama.cpp's converter cannot convert it ({str(exc).splitlines()[0]})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{model_dir}: llama.cpp's converter cannot convert it ({reason})") from None
     tmp.replace(out)
     return out
 

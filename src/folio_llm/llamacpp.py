@@ -57,14 +57,19 @@ def load_gguf(path: str | Path, n_ctx: int = 4096):
     return llm, tokenizer
 
 
-def _json_end(tokenizer, prompt_width: int):
-    """evaluation.generate's end-of-JSON-object stop as a llama-cpp-python stopping criterion."""
+def _stops(tokenizer, prompt_width: int):
+    """evaluation.generate's stopping rules (end of the JSON object, a repetition loop) as
+    llama-cpp-python stopping criteria."""
     import torch
+    from llama_cpp import StoppingCriteriaList
 
-    from folio_llm.evaluation.generate import JsonObjectEnd
+    from folio_llm.evaluation.generate import JsonObjectEnd, RepetitionLoop
 
-    stop = JsonObjectEnd(tokenizer, prompt_width, 1)
-    return lambda input_ids, logits: bool(stop(torch.as_tensor(input_ids).unsqueeze(0), None)[0])
+    def adapt(criterion):
+        return lambda input_ids, logits: bool(criterion(torch.as_tensor(input_ids).unsqueeze(0), None)[0])
+
+    return StoppingCriteriaList([adapt(JsonObjectEnd(tokenizer, prompt_width, 1)),
+                                 adapt(RepetitionLoop(prompt_width, 1))])
 
 
 def json_grammar(schema: dict):
@@ -77,9 +82,7 @@ def json_grammar(schema: dict):
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
              grammar=None, progress: bool = True) -> list[str]:
     """Greedy answers for each conversation (its assistant message, if any, is left out), one
-    at a time; a row stops at end-of-turn or once its answer holds one complete JSON object."""
-    from llama_cpp import StoppingCriteriaList
-
+    at a time; a row stops at end-of-turn, or where evaluation.generate stops it."""
     from folio_llm.training.data import prompt_text
 
     answers = []
@@ -91,7 +94,7 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
                              f"llama.cpp context of {llm.n_ctx()}")
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
-            stopping_criteria=StoppingCriteriaList([_json_end(tokenizer, len(ids))]))
+            stopping_criteria=_stops(tokenizer, len(ids)))
         answers.append(result["choices"][0]["text"].strip())
     return answers
 

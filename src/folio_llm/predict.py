@@ -121,6 +121,8 @@ def default_model(backend: str | None, gguf_file: str | Path, merged: str | Path
     """What the pipeline produced: the GGUF file for llama.cpp; else the merged model, or the
     base with its adapter."""
     if backend == "llama.cpp":
+        if not Path(gguf_file).is_file():
+            raise ValueError(f"no GGUF file at {gguf_file} (run `dvc repro export`, or pass --model FILE.gguf)")
         return Path(gguf_file), None
     if (Path(merged) / "config.json").is_file():
         return Path(merged), None
