@@ -203,3 +203,33 @@ def test_folio_ready_through_llama_cpp(smollm2_gguf, real_dataset, tmp_path):
     assert f"rejected: {source}: line 2: not a valid FOLIO Instance: <root>: 'instanceTypeId' is a required " \
            "property" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_post_is_a_dry_run_until_yes_and_then_creates_the_instance(smollm2_gguf, real_dataset, tmp_path,
+                                                                   monkeypatch):
+    from folio_server import FolioServer, Tenant
+
+    [known, _] = copied_answers(real_dataset)
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(copy_row(SYSTEM, json.dumps(known, ensure_ascii=False, separators=(",", ":")))) + "\n")
+    args = ["predict", "--input", str(source), "--model", str(smollm2_gguf), "--constrained", "--folio-ready",
+            "--reference-data", str(REFERENCE), "--schemas", str(SCHEMAS), "--params", str(tmp_path / "none.yaml"),
+            "--post"]
+    tenant = Tenant([], {}, {}, "fs01", "cataloger", "s3cret-Pw")
+    with FolioServer(tenant) as url:
+        for name, value in (("FOLIO_URL", url), ("FOLIO_TENANT", "fs01"), ("FOLIO_USERNAME", "cataloger"),
+                            ("FOLIO_PASSWORD", "s3cret-Pw")):
+            monkeypatch.setenv(name, value)
+        dry = CliRunner().invoke(main, args)
+        assert dry.exit_code == 0, dry.output
+        assert "dry run (add --yes to send):\nPOST /instance-storage/instances" in dry.stderr
+        assert tenant.created == []
+        sent = CliRunner().invoke(main, args + ["--yes"])
+        assert sent.exit_code == 0, sent.output
+    [created] = tenant.created
+    assert created["title"] == known["title"] and created["source"] == "FOLIO"
+    assert f"created instance {created['id']}" in sent.stderr
+    assert "s3cret-Pw" not in dry.output + sent.output
+    refused = CliRunner().invoke(main, [a for a in args if a != "--folio-ready"])
+    assert refused.exit_code == 2 and "--post needs --folio-ready" in refused.output

@@ -386,10 +386,14 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records here instead of stdout.")
 @click.option("--rejects", default=None, type=click.Path(dir_okay=False),
               help="Unusable lines and answers with the reason and the model's answer (JSON Lines).")
+@click.option("--post", is_flag=True,
+              help="With --folio-ready: create each record in the tenant named by FOLIO_URL, FOLIO_TENANT, "
+                   "FOLIO_USERNAME, FOLIO_PASSWORD. A dry run (prints the request) unless --yes.")
+@click.option("--yes", is_flag=True, help="With --post: really send the create requests.")
 @PARAMS_OPTION
 @friendly_errors
 def predict(descriptions, input_path, model_path, backend, constrained, folio_ready, reference_data, schemas, out,
-            rejects, params_path):
+            rejects, post, yes, params_path):
     """Write a FOLIO Instance record (JSON) for each description:
 
     \b
@@ -406,6 +410,8 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
 
     if not descriptions and not input_path:
         raise click.UsageError("give a description or --input FILE")
+    if post and not folio_ready:
+        raise click.UsageError("--post needs --folio-ready (FOLIO takes reference UUIDs, not labels)")
     params = load_params(params_path)
     settings = params.eval
     folio = FolioMapper(reference_data or params.source.reference_data, schemas) if folio_ready else None
@@ -424,6 +430,11 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
     with contextlib.ExitStack() as stack:
         reject_log = stack.enter_context(JsonlWriter(rejects)) if rejects else None
         records = stack.enter_context(JsonlWriter(out)) if out else None
+        tenant = None
+        if post and yes:
+            from folio_llm.folio.api import FolioApi
+
+            tenant = stack.enter_context(FolioApi.connect())
 
         def reject(where: str, reason: str, **detail) -> None:
             nonlocal rejected
@@ -458,10 +469,23 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
                     records.write(outcome.record)
                 else:
                     click.echo(dumps(outcome.record))
+                if post:
+                    _post(request.where, outcome.record, tenant)
     if input_path or rejected:
         click.echo(f"{read} read, {written} written, {rejected} rejected", err=True)
     if not written:
         raise ValueError("no record written (reasons above)")
+
+
+def _post(where: str, record: dict, tenant) -> None:
+    """Create ``record`` in the tenant (``tenant`` a FolioApi session), or show the request."""
+    from folio_llm.folio.api import post_instance
+
+    result = post_instance(record, send=tenant is not None, client=tenant)
+    if result.sent:
+        click.echo(f"{where}: created instance {result.id}" + (f" (hrid {result.hrid})" if result.hrid else ""), err=True)
+    else:
+        click.echo(f"{where}: dry run (add --yes to send):\n{result.request_text()}", err=True)
 
 
 @main.command("check-params")
