@@ -123,3 +123,27 @@ def test_repetition_loop_ends_a_looping_row_and_no_real_answer(tiny_base, real_d
     step = stops_at(loop)
     assert step is not None
     assert tokenizer.decode(tokenizer(loop, add_special_tokens=False)["input_ids"][:step]).count("Catholics - United") == 4
+
+
+def test_a_cut_answer_is_closed_at_its_last_complete_value(real_dataset):
+    """Every prefix of real answers (what a loop stop or max_new_tokens leaves) closes into one
+    JSON object holding what was complete: nothing invented, nothing half-written."""
+    from folio_llm.evaluation.generate import close_cut_json
+
+    for row in load_jsonl(real_dataset / "openai" / "test.jsonl")[:5]:
+        answer = row["messages"][-1]["content"]
+        record = json.loads(answer)
+        assert close_cut_json(answer) is None  # complete: left as it is
+        for cut in range(1, len(answer)):
+            closed = close_cut_json(answer[:cut])
+            if closed is None:
+                continue
+            value = json.loads(closed)
+            assert closed.startswith(answer[:len(closed) - 3].rstrip("]}"))
+            for key, item in value.items():  # every value is whole, or a list of whole items
+                expected = record[key]
+                assert item == expected or (isinstance(item, list) and expected[:len(item)] == item), (cut, key)
+        assert json.loads(close_cut_json(answer[:-1])) is not None
+    assert close_cut_json("Here is the record you asked for") is None
+    assert json.loads(close_cut_json('{"title":"A","subjects":[{"value":"B"},{"value":"B"},{"val')) == {
+        "title": "A", "subjects": [{"value": "B"}, {"value": "B"}]}

@@ -90,6 +90,57 @@ class JsonObjectEnd:
         return torch.tensor([s["done"] for s in self.state], dtype=torch.bool, device=input_ids.device)
 
 
+def close_cut_json(text: str) -> str | None:
+    """An answer cut off inside its JSON object (a repetition loop or max_new_tokens ended it),
+    cut back to its last complete value and closed: the record as far as it was written.
+
+    None when ``text`` is not the prefix of one JSON object or already parses. The cut comes
+    after the last whole field of the record or whole item of a list (an item that is an
+    object is kept only complete); what follows is dropped and the open containers closed."""
+    import json
+
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        json.loads(stripped)
+        return None
+    except json.JSONDecodeError:
+        pass
+    stack: list[str] = []
+    in_string = escape = False
+    best: tuple[int, str] | None = None
+    for index, char in enumerate(stripped):
+        if in_string:
+            if escape:
+                escape = False
+            elif char == "\\":
+                escape = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+        elif char in "}]":
+            if not stack:
+                return None
+            stack.pop()
+            if stack and (stack[-1] == "]" or len(stack) == 1):
+                best = (index + 1, "".join(reversed(stack)))
+        elif char == "," and stack and (stack[-1] == "]" or len(stack) == 1):
+            best = (index, "".join(reversed(stack)))
+    if best is None:
+        return None
+    candidate = stripped[:best[0]] + best[1]
+    try:
+        json.loads(candidate)
+    except json.JSONDecodeError:
+        return None
+    return candidate
+
+
 class RepetitionLoop:
     """Stopping criterion: a row is done once its answer ends in the same block of tokens
     repeated ``repeats`` times in a row (spanning at least ``min_span`` tokens).

@@ -40,7 +40,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
     """Generate, score, and (optionally) write one line per row with its field outcomes.
     With ``folio_schema`` (a FolioSchema) and ``reference_data``, answers are also mapped back
     to UUIDs and checked against FOLIO's Instance schema."""
-    from folio_llm.evaluation.generate import generate
+    from folio_llm.evaluation.generate import close_cut_json, generate
     from folio_llm.evaluation.scoring import score, score_record
 
     references = [row["messages"][-1]["content"] for row in rows]
@@ -48,18 +48,21 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
     outputs = generate(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
                        logits_processor_factory)
     seconds = time.perf_counter() - started
+    raw_outputs = outputs
+    outputs = [close_cut_json(o) or o for o in raw_outputs]
     result = score(
         outputs, references,
         transcribed=[m["transcribed"] for m in meta] if meta else None,
         inferred=[m["inferred"] for m in meta] if meta else None,
         folio_schema=folio_schema, reference_data=reference_data,
     )
-    generated_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
+    generated_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in raw_outputs)
     result["generation"] = {"seconds": round(seconds, 1), "output_tokens": generated_tokens,
-                            "output_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else None}
+                            "output_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else None,
+                            "cut_and_closed": sum(o != r for o, r in zip(outputs, raw_outputs))}
     if predictions_path:
         with JsonlWriter(predictions_path) as writer:
-            for index, (row, output, reference) in enumerate(zip(rows, outputs, references)):
+            for index, (row, output, raw, reference) in enumerate(zip(rows, outputs, raw_outputs, references)):
                 detail = score_record(output, reference, folio_schema=folio_schema, reference_data=reference_data)
                 writer.write({
                     "id": meta[index]["id"] if meta else index + 1,
@@ -67,6 +70,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                     "prompt": row["messages"][-2]["content"],
                     "reference": reference,
                     "output": output,
+                    **({"cut_output": raw} if raw != output else {}),
                     **detail,
                 })
     return result
