@@ -14,7 +14,8 @@ def records(sample_records):
 def test_seed_example_shape():
     params = parse_params({"dataset": {"clauses": {
         "title": ["For {title}"], "publication": ["Published[ in {date}][ by {publisher}][, {place}]"],
-        "subjects": ["Subjects are {subjects}."]}, "prompt_fields": ["title", "publication", "subjects"]}})
+        "subjects": ["Subjects are {subjects}."]}, "prompt_fields": ["title", "publication", "subjects"],
+        "clause_separator": " "}})
     record = {
         "title": "Vacancies in certain judgeships.",
         "subjects": [{"value": "Courts"}, {"value": "Judges"}, {"value": "United States--Officials and employees"}],
@@ -31,6 +32,17 @@ def test_seed_example_shape():
     assert json.loads(example.assistant) == {k: record[k] for k in params.dataset.target_fields if k in record}
     assert example.transcribed == ["title", "publication", "subjects"]
     assert example.inferred == ["instanceTypeText", "modeOfIssuanceText"]
+
+
+def test_default_prompt_puts_each_clause_on_its_own_line(records):
+    """Titles and names hold '. ', so only a line break tells the model where a clause ends."""
+    params = parse_params({})
+    renderer = PromptRenderer(params.dataset, 42)
+    record = next(r for r in records if ". " in r["title"] and r.get("publication"))
+    example = renderer.render(record, "x")
+    lines = example.user.split("\n")
+    assert any(line.endswith(record["title"].rstrip(".") + ".") for line in lines[:1])
+    assert len(lines) == len(example.transcribed) + len(record["publication"]) - 1
 
 
 def test_list_values_are_not_joined_with_commas(records):
@@ -107,3 +119,16 @@ def test_optional_segments_leave_no_dangling_punctuation(values, expected):
     from folio_llm.prompts import render_clause
 
     assert render_clause("Publication:[ {place}][ : {publisher}][, {date}].", values) == expected
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"date": "2020", "publisher": "Paul Farina", "place": "Sunbury, Victoria"},
+     "Published by Paul Farina; place: Sunbury, Victoria; date: 2020."),
+    ({"place": "Sunbury, Victoria", "date": "2020"}, "Published; place: Sunbury, Victoria; date: 2020."),
+    ({"publisher": "Blackwell Publishers."}, "Published by Blackwell Publishers."),
+])
+def test_labelled_publication_parts_keep_commas_apart(values, expected):
+    """Publisher and place both hold commas, so the default phrasings label them."""
+    from folio_llm.prompts import render_clause
+
+    assert render_clause("Published[ by {publisher}][; place: {place}][; date: {date}].", values) == expected

@@ -45,7 +45,8 @@ def test_inputs_are_read_and_bad_lines_reported_by_number(real_dataset, tmp_path
     assert items[2].where == f"{jsonl}: line 2" and "invalid JSON" in items[2].reason
     assert items[4].where == f"{jsonl}: line 4" and "no 'description'" in items[4].reason
     assert items[6].where == f"{jsonl}: line 6"
-    assert items[8].where == f"{csv}: line 3"
+    assert items[7].where == f"{csv}: line 2"
+    assert items[8].where == f"{csv}: line {3 + users[3].count(chr(10))}"  # the row after a multi-line cell
     assert [i.messages for i in (items[1], items[3], items[7])] == [
         conversation(SYSTEM, users[0]), conversation(SYSTEM, users[1]), conversation(SYSTEM, users[3])]
     assert items[5].messages == rows[2]["messages"][:-1]  # the chat row without its answer
@@ -115,6 +116,16 @@ def test_an_unknown_label_is_reported_never_invented(real_dataset):
         "contributors[0].contributorNameTypeText: 'Pen name' matches no contributor-name-types entry in the "
         "reference data (left out)",
         "instanceTypeText: 'Clay tablet' matches no instance-types entry in the reference data (left out)"]
+
+
+def test_a_cut_answer_keeps_its_whole_fields_with_a_warning(real_dataset):
+    answer = dataset_rows(real_dataset, 1)[0]["messages"][-1]["content"]
+    record = json.loads(answer)
+    cut = answer[:answer.index('"languages"') + 14]  # stopped inside the languages list
+    outcome = to_record(cut)
+    assert outcome.record == {k: v for k, v in record.items()
+                              if k not in ("languages", "instanceTypeText", "modeOfIssuanceText")}
+    assert outcome.warnings == ["the answer was cut off (loop or token limit): kept up to its last whole field"]
 
 
 def test_an_answer_that_is_not_json_is_rejected_with_the_reason(tiny_base, tmp_path):

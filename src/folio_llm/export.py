@@ -145,6 +145,7 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     against the references. The reference is float32, the weights as they are: bf16
     generation flips near-ties itself (a quarter of the answers of the default model differ
     from float32's), so it is no yardstick for the GGUF files."""
+    from folio_llm.evaluation.generate import close_cut_json
     from folio_llm.evaluation.generate import generate as generate_hf
     from folio_llm.evaluation.generate import inference_dtype, load_for_inference
     from folio_llm.evaluation.scoring import score
@@ -155,7 +156,7 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     references = [row["messages"][-1]["content"] for row in rows]
 
     def summary(outputs: list[str], seconds: float) -> dict:
-        report = score(outputs, references, n_boot=0)
+        report = score([close_cut_json(o) or o for o in outputs], references, n_boot=0)
         return {"macro": round(report["macro"], 4), "parse_rate": report["parse_rate"],
                 "seconds": round(seconds, 1)}
 

@@ -112,9 +112,9 @@ DEFAULT_CLAUSES: dict[str, list[str]] = {
     "contributors": ["By {contributors}.", "Contributors: {contributors}.", "Names on the item: {contributors}."],
     "editions": ["Edition: {editions}.", "{editions}."],
     "publication": [
-        "Published[ in {date}][ by {publisher}][, {place}].",
+        "Published[ by {publisher}][; place: {place}][; date: {date}].",
         "Publication:[ {place}][ : {publisher}][, {date}].",
-        "Issued[ by {publisher}][ in {place}][, {date}].",
+        "Issued[ in {date}][ by {publisher}][; place: {place}].",
     ],
     "identifiers": ["Identifiers: {identifiers}.", "Numbers on the item: {identifiers}."],
     "physicalDescriptions": ["Extent: {physicalDescriptions}.", "Physical description: {physicalDescriptions}."],
@@ -159,6 +159,11 @@ class DatasetParams:
     )
     list_separator: str = _help(
         "Joins list values in the prompt. Not a comma: subjects and names hold commas.", "; "
+    )
+    clause_separator: str = _help(
+        "Joins the clauses of the prompt. A new line, because titles and names hold '. ': with a "
+        "space the model cannot tell where a title ends (half the title errors of a first run).",
+        "\n",
     )
     split: SplitParams = _help("Train/valid/test shares (must sum to 1).", factory=SplitParams)
     max_chars: int = _help(
@@ -228,7 +233,9 @@ class EvalParams:
         "max_new_tokens on every row: 6 of the default run's minutes for a score of 0.",
         256,
     )
-    constrained: bool = _help("Follow a JSON schema of the target shape while generating (xgrammar).", False)
+    constrained: bool = _help(
+        "Follow a JSON schema of the target shape while generating (xgrammar): every answer parses, "
+        "at no cost in speed.", True)
     limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = _help(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "

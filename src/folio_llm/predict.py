@@ -103,8 +103,10 @@ def _read_csv(path: Path, system_prompt: str) -> Iterator[Request | BadInput]:
         column = next((columns[key] for key in TEXT_KEYS if key in columns), None)
         if column is None:
             raise ValueError(f"{path}: no 'description' or 'prompt' column (columns: {', '.join(columns) or 'none'})")
+        start = reader.line_num + 1  # a quoted cell may hold line breaks: name the line a row starts on
         for row in reader:
-            where = f"{path}: line {reader.line_num}"
+            where = f"{path}: line {start}"
+            start = reader.line_num + 1
             text = (row.get(column) or "").strip()
             if text:
                 yield Request(where, conversation(system_prompt, text))
@@ -227,11 +229,16 @@ class FolioMapper:
 
 def to_record(output: str, folio: FolioMapper | None = None) -> Outcome:
     """The model's answer as a record (FOLIO-ready with ``folio``), or why it is not one."""
+    from folio_llm.evaluation.generate import close_cut_json
     from folio_llm.evaluation.scoring import parse_output
 
-    record, _ = parse_output(output)
+    closed = close_cut_json(output)
+    record, _ = parse_output(closed or output)
     if record is None:
         shown = " ".join(output.split())
         return Outcome(None, error=f"the model's answer is not a JSON object: {shown[:80]!r}"
                                    f"{'...' if len(shown) > 80 else ''}")
-    return folio(record) if folio else Outcome(record)
+    outcome = folio(record) if folio else Outcome(record)
+    if closed:
+        outcome.warnings.insert(0, "the answer was cut off (loop or token limit): kept up to its last whole field")
+    return outcome

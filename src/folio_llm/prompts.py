@@ -150,7 +150,7 @@ class PromptRenderer:
             if rendered:
                 clauses.extend(rendered)
                 mentioned.append(field)
-        return " ".join(clauses), mentioned
+        return self.params.clause_separator.join(clauses), mentioned
 
     def target(self, record: dict) -> dict:
         return {f: record[f] for f in self.params.target_fields if f in record}
