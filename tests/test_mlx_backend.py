@@ -73,7 +73,7 @@ def test_loss_falls_and_outputs_match_the_torch_layout(trained, tiny):
               (tmp / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()[1:]]
     assert len(losses) == 5
     assert losses[-1] < losses[0] - 1.5, losses
-    assert metrics["train_loss"] < losses[0] - 1.5
+    assert metrics["train_loss"] == pytest.approx(losses[-1])  # the last logging window, as torch reports it
     assert not (tmp / "ckpt").exists()
     adapter = tmp / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())

@@ -228,21 +228,30 @@ def inspect_batch(data_file, base_dir, rows):
 @friendly_errors
 def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, schemas, params_path):
     """Generate answers for a test split and score them field by field."""
-    from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import evaluate_model, folio_checks, load_test_rows, write_metrics
+    from folio_llm.evaluation.run import load_test_rows, write_metrics
 
     params = load_params(params_path)
-    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
+    rows, meta = load_test_rows(data_path, params.eval.limit if limit is None else limit)
+    result = _evaluate_one(params, schemas, model_dir, adapter_dir, rows, meta, label="tuned" if adapter_dir else "base",
+                           predictions=predictions, constrained=constrained)
+    write_metrics(out, result)
+
+
+def _evaluate_one(params, schemas, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
+                  constrained: bool | None = None, max_new_tokens: int | None = None) -> dict:
+    """Load one model, answer the rows, score them; one line to the console."""
+    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.evaluation.run import evaluate_model, folio_checks
+
     settings = params.eval
-    rows, meta = load_test_rows(data_path, settings.limit if limit is None else limit)
+    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
     model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
     result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
-                            max_new_tokens=settings.max_new_tokens, predictions_path=predictions,
-                            logits_processor_factory=_constraint(params, tokenizer, constrained),
-                            label="tuned" if adapter_dir else "base", folio_schema=folio_schema,
-                            reference_data=reference)
-    write_metrics(out, result)
-    click.echo(f"{result['n']} rows: macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
+                            max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
+                            logits_processor_factory=_constraint(params, tokenizer, constrained), label=label,
+                            folio_schema=folio_schema, reference_data=reference)
+    click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
+    return result
 
 
 def _constraint(params, tokenizer, constrained: bool | None):
@@ -268,26 +277,18 @@ def _constraint(params, tokenizer, constrained: bool | None):
 def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, schemas, params_path):
     """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
     prompts; metrics/eval.json holds both, under `base` and `tuned`."""
-    from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import (evaluate_model, folio_checks, load_test_rows, write_field_table,
-                                          write_metrics)
+    from folio_llm.evaluation.run import load_test_rows, write_field_table, write_metrics
 
     params = load_params(params_path)
     settings = params.eval
-    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, settings.limit)
     results = {}
     for label, adapter in (("base", None), ("tuned", adapter_dir)):
-        model, tokenizer = load_for_inference(base_dir, adapter, settings.dtype)
         limit = settings.max_new_tokens
         if label == "base" and settings.base_max_new_tokens:
             limit = min(limit, settings.base_max_new_tokens)
-        results[label] = evaluate_model(
-            model, tokenizer, rows, meta, batch_size=settings.batch_size, max_new_tokens=limit,
-            predictions_path=Path(predictions_dir) / f"{label}.jsonl",
-            logits_processor_factory=_constraint(params, tokenizer, None), label=label,
-            folio_schema=folio_schema, reference_data=reference)
-        click.echo(f"{label}: macro {results[label]['macro']:.3f}, parse rate {results[label]['parse_rate']:.3f}")
+        results[label] = _evaluate_one(params, schemas, base_dir, adapter, rows, meta, label=label,
+                                       predictions=Path(predictions_dir) / f"{label}.jsonl", max_new_tokens=limit)
     write_metrics(out, results)
     write_field_table(fields_table, results)
 

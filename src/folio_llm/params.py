@@ -208,7 +208,9 @@ class TrainParams:
     lr_schedule: Literal["cosine", "linear", "constant"] = _help("Decay after warm-up.", "cosine")
     warmup_ratio: float = _help("Share of optimizer steps spent warming up.", 0.05)
     weight_decay: float = _help("AdamW weight decay on the LoRA weights.", 0.0)
-    epochs: float = _help("Passes over the training split (ignored when max_steps > 0).", 1.0)
+    epochs: float = _help(
+        "Passes over the training split (ignored when max_steps > 0). The default 0.95 keeps the "
+        "default run under 20 minutes on a 2-core CPU.", 0.95)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
     batch_size: int = _help("Rows per forward pass (rows of similar length are batched together).", 8)
     grad_accum: int = _help("Forward passes per optimizer step.", 1)

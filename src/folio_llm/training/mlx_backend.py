@@ -310,6 +310,7 @@ def train_mlx(
     pad_id = tokenizer.pad_token_id
     started, tokens_at_start = time.perf_counter(), progress.tokens
     window_start, window_loss, window_micro, window_tokens = time.perf_counter(), 0.0, 0, 0
+    last_loss = None
     while progress.step < total_steps:
         epoch, step_in_epoch = divmod(progress.step, steps_per_epoch)
         batches = bucketed_batches(lengths, params.batch_size, seed, epoch)
@@ -324,8 +325,9 @@ def train_mlx(
             progress.step += 1
             if progress.step % params.log_every == 0 or progress.step == total_steps:
                 elapsed = time.perf_counter() - window_start
+                last_loss = window_loss / max(1, window_micro)
                 logger.log(progress.step, {
-                    "loss": window_loss / max(1, window_micro),
+                    "loss": last_loss,
                     "learning_rate": stepper.learning_rate(progress.step),
                     "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
                     "epoch": progress.step / steps_per_epoch,
@@ -338,8 +340,8 @@ def train_mlx(
 
     seconds = time.perf_counter() - started
     valid_loss = mean_loss_mlx(model, valid_rows, params.batch_size, pad_id)
-    train_loss = mean_loss_mlx(model, EncodedSplit(train_rows.rows[:200], 0), params.batch_size, pad_id)
-    metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, train_loss, valid_loss,
+    # train_loss as the torch backend reports it: the last logging window's mean
+    metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, last_loss, valid_loss,
                           tokens_at_start, seconds, resumed_from,
                           precision=precision, device=_device_name(mx), processes=1)
     save_peft(model, out_dir, params, targets, base_dir)
