@@ -212,7 +212,9 @@ class TrainParams:
         "Passes over the training split (ignored when max_steps > 0). The default 0.95 keeps the "
         "default run under 20 minutes on a 2-core CPU.", 0.95)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
-    batch_size: int = _help("Rows per forward pass (rows of similar length are batched together).", 8)
+    batch_size: int = _help(
+        "Rows per forward pass (rows of similar length are batched together). 4 gives twice the "
+        "optimizer steps of 8 in the same time on a CPU: macro 0.885 vs 0.857 in the default run.", 4)
     grad_accum: int = _help("Forward passes per optimizer step.", 1)
     max_length: int = _help("Longest row in tokens; longer rows are left out (and counted), never cut.", 1024)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
