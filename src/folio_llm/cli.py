@@ -228,23 +228,25 @@ def inspect_batch(data_file, base_dir, rows):
 @friendly_errors
 def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, schemas, params_path):
     """Generate answers for a test split and score them field by field."""
-    from folio_llm.evaluation.run import load_test_rows, write_metrics
+    from folio_llm.evaluation.run import folio_checks, load_test_rows, write_metrics
 
     params = load_params(params_path)
+    checks = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, params.eval.limit if limit is None else limit)
-    result = _evaluate_one(params, schemas, model_dir, adapter_dir, rows, meta, label="tuned" if adapter_dir else "base",
+    result = _evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, label="tuned" if adapter_dir else "base",
                            predictions=predictions, constrained=constrained)
     write_metrics(out, result)
 
 
-def _evaluate_one(params, schemas, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
+def _evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
                   constrained: bool | None = None, max_new_tokens: int | None = None) -> dict:
-    """Load one model, answer the rows, score them; one line to the console."""
+    """Load one model, answer the rows, score them; one line to the console. ``checks``:
+    evaluation.run.folio_checks, loaded once per command."""
     from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import evaluate_model, folio_checks
+    from folio_llm.evaluation.run import evaluate_model
 
     settings = params.eval
-    folio_schema, reference = folio_checks(schemas, params.source.reference_data)
+    folio_schema, reference = checks
     model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
     result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
                             max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
@@ -277,17 +279,18 @@ def _constraint(params, tokenizer, constrained: bool | None):
 def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, schemas, params_path):
     """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
     prompts; metrics/eval.json holds both, under `base` and `tuned`."""
-    from folio_llm.evaluation.run import load_test_rows, write_field_table, write_metrics
+    from folio_llm.evaluation.run import folio_checks, load_test_rows, write_field_table, write_metrics
 
     params = load_params(params_path)
     settings = params.eval
+    checks = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, settings.limit)
     results = {}
     for label, adapter in (("base", None), ("tuned", adapter_dir)):
         limit = settings.max_new_tokens
         if label == "base" and settings.base_max_new_tokens:
             limit = min(limit, settings.base_max_new_tokens)
-        results[label] = _evaluate_one(params, schemas, base_dir, adapter, rows, meta, label=label,
+        results[label] = _evaluate_one(params, checks, base_dir, adapter, rows, meta, label=label,
                                        predictions=Path(predictions_dir) / f"{label}.jsonl", max_new_tokens=limit)
     write_metrics(out, results)
     write_field_table(fields_table, results)
