@@ -20,6 +20,7 @@ setup: $(VENV)/.installed
 repro: $(VENV)/.installed
 	$(BIN)/dvc pull --allow-missing
 	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -504,5 +504,21 @@ def check_params(params_path):
     click.echo(yaml.safe_dump(as_dict(load_params(params_path)), sort_keys=False, allow_unicode=True), nl=False)
 
 
+@main.command("precision")
+@click.option("--refresh", is_flag=True, help="Measure again (on an idle machine) instead of reading the cache.")
+def precision(refresh):
+    """Which arithmetic is faster on this machine, fp32 or bf16, as 'auto' precision uses it
+    (measured once per machine, cached)."""
+    from folio_llm.precision import cache_path, cpu_has_bf16, probe
+
+    result = probe(refresh=refresh)
+    click.echo(f"{result['machine']} (measured {result['measured']}; {cache_path()})")
+    for kind, figures in result.items():
+        if isinstance(figures, dict):
+            chosen = figures["fastest"] if cpu_has_bf16() else "fp32 (no bf16 instructions)"
+            click.echo(f"{kind}: fp32 {figures['fp32_gflops']} GFLOP/s, bf16 {figures['bf16_gflops']} GFLOP/s "
+                       f"-> auto uses {chosen}")
+
+
 if __name__ == "__main__":
     main()

@@ -12,14 +12,17 @@ from folio_llm.training.data import prompt_text
 
 
 def inference_dtype(dtype: str) -> str:
-    """'auto' -> bfloat16 where the device computes it natively, else float32."""
+    """'auto' -> bfloat16 on a GPU that has it, and on a CPU where it is measured faster than
+    float32 (``folio_llm.precision``); else float32."""
     if dtype != "auto":
         return dtype
-    from folio_llm.training.trainer import resolve_precision
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return "bfloat16" if resolve_precision("auto", device) == "bf16" else "float32"
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    from folio_llm.precision import fastest_cpu_precision
+
+    return "bfloat16" if fastest_cpu_precision("generate") == "bf16" else "float32"
 
 
 def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = None, dtype: str = "auto"):

@@ -38,7 +38,8 @@ class Progress:
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
-    """Accelerate's mixed_precision value for ``train.precision``."""
+    """Accelerate's mixed_precision value for ``train.precision``; on a CPU, 'auto' is the
+    dtype measured faster on this machine (``folio_llm.precision``)."""
     import torch
 
     if precision == "fp32":
@@ -48,8 +49,9 @@ def resolve_precision(precision: str, device_type: str) -> str:
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device_type == "cpu":
-        supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return "bf16" if supported else "no"
+        from folio_llm.precision import fastest_cpu_precision
+
+        return "bf16" if fastest_cpu_precision("train") == "bf16" else "no"
     return "no"
 
 
@@ -115,7 +117,7 @@ class Logger:
 
             self.live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False)
 
-    def log(self, step: int, values: dict) -> None:
+    def log(self, step: int, values: dict, total_steps: int = 0, seconds_left: float | None = None) -> None:
         if not self.enabled:
             return
         if self.live is not None:
@@ -125,7 +127,8 @@ class Logger:
                     self.live.log_metric(f"train/{name}", value)
             self.live.next_step()
         shown = " ".join(f"{k}={v:.4g}" for k, v in values.items() if v is not None)
-        print(f"step {step}: {shown}", flush=True)
+        left = f" (about {seconds_left / 60:.1f} min left)" if seconds_left is not None else ""
+        print(f"step {step}{f'/{total_steps}' if total_steps else ''}: {shown}{left}", flush=True)
 
     def close(self) -> None:
         if self.live is not None:
@@ -192,7 +195,7 @@ def train(
 
     model.train()
     pad_id = tokenizer.pad_token_id
-    started, tokens_at_start = time.perf_counter(), progress.tokens
+    started, tokens_at_start, resumed_steps = time.perf_counter(), progress.tokens, progress.step
     window_start, window_tokens, window_loss, window_micro = time.perf_counter(), 0, 0.0, 0
     step_tokens, last_loss = 0, None
     while progress.step < total_steps:
@@ -229,7 +232,8 @@ def train(
                     "learning_rate": scheduler.get_last_lr()[0],
                     "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
                     "epoch": progress.step / steps_per_epoch,
-                })
+                }, total_steps, (time.perf_counter() - started) / (progress.step - resumed_steps)
+                    * (total_steps - progress.step) if progress.step > resumed_steps else None)
                 window_start, window_tokens, window_loss, window_micro = time.perf_counter(), 0, 0.0, 0
             if progress.step % params.save_every == 0 and progress.step < total_steps:
                 _checkpoint(accelerator, checkpoint_dir, progress)
