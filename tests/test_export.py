@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from folio_llm.cli import main
 from folio_llm.export import convert, ollama_template, parity
+from folio_llm.gguf_compat import (PRE_KEY, TEMPLATE_KEY, gpt4all_generate, make_compatible, read_field, token_ids,
+                                   token_identity, write_copy)
 from folio_llm.jsonl import load_jsonl
 from folio_llm.llamacpp import generate as generate_llamacpp
 from folio_llm.llamacpp import load_gguf, quantize
@@ -36,7 +38,8 @@ def exported(tiny_base, tiny_adapter, real_dataset, tmp_path_factory):
     """`folio-llm export` of the tiny trained model: (output folder, CLI result)."""
     tmp = tmp_path_factory.mktemp("export")
     params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump({"export": {"types": TYPES, "parity_rows": 3}, "eval": {"max_new_tokens": 12}}))
+    params.write_text(yaml.safe_dump({"export": {"types": TYPES, "gpt4all": ["q8_0"], "parity_rows": 3},
+                                      "eval": {"max_new_tokens": 12}}))
     result = CliRunner().invoke(main, [
         "export", "--base", str(tiny_base), "--adapter", str(tiny_adapter),
         "--data", str(real_dataset / "openai" / "test.jsonl"), "--merged", str(tmp / "merged"),
@@ -52,8 +55,8 @@ def test_export_writes_merged_model_gguf_files_modelfile_and_parity(exported):
     for kind in TYPES:
         assert (tmp / "gguf" / f"folio-llm-{kind}.gguf").stat().st_size > 0
         assert f"{kind} -> " in result.output
-    assert sorted(p.name for p in (tmp / "gguf").iterdir()) == sorted(
-        ["Modelfile"] + [f"folio-llm-{k}.gguf" for k in TYPES])  # the f16 that fed q4_k_m is kept, nothing else
+    assert sorted(p.name for p in (tmp / "gguf").iterdir()) == sorted(  # the f16 that fed q4_k_m is kept
+        ["Modelfile", "folio-llm-q8_0-gpt4all.gguf"] + [f"folio-llm-{k}.gguf" for k in TYPES])
     metrics = json.loads((tmp / "export.json").read_text())
     assert metrics["parity"]["rows"] == 3
     for kind in TYPES:
@@ -142,3 +145,99 @@ def test_parity_on_real_prompts_with_smollm2(smollm2_base, real_dataset, tmp_pat
     assert result["transformers"]["dtype"] == "float32" and result["rows"] == 10
     assert result["f16"]["exact_match"] >= 0.8
     assert result["f16"]["macro_diff"] == result["q8_0"]["macro_diff"] == 0.0
+
+
+def test_export_writes_a_gpt4all_copy_that_tokenizes_every_test_conversation_alike(exported, real_dataset):
+    tmp, result = exported
+    entry = json.loads((tmp / "export.json").read_text())["gpt4all"]["q8_0"]
+    test_rows = load_jsonl(real_dataset / "openai" / "test.jsonl")
+    assert entry["file"] == str(tmp / "gguf" / "folio-llm-q8_0-gpt4all.gguf")
+    assert (entry["pre_tokenizer"], entry["written_pre_tokenizer"]) == ("smollm", "command-r")
+    assert entry["token_identity"]["texts"] == entry["token_identity"]["identical"] == len(test_rows)
+    assert "q8_0 for GPT4All -> " in result.output and f"on {len(test_rows)} of {len(test_rows)}" in result.output
+    copy, original = tmp / "gguf" / "folio-llm-q8_0-gpt4all.gguf", tmp / "gguf" / "folio-llm-q8_0.gguf"
+    assert read_field(copy, PRE_KEY) == "command-r" and read_field(original, PRE_KEY) == "smollm"
+    from gguf import GGUFReader
+
+    copied, source = GGUFReader(copy), GGUFReader(original)
+    assert [(t.name, t.data.tobytes()) for t in copied.tensors] == [(t.name, t.data.tobytes()) for t in source.tensors]
+
+
+def test_gpt4all_copy_template_is_plain_chatml_with_the_training_system_prompt(exported, real_dataset):
+    tmp, _ = exported
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    template = read_field(tmp / "gguf" / "folio-llm-q8_0-gpt4all.gguf", TEMPLATE_KEY)
+    assert "loop" not in template and "<|im_start|>system\nAs an expert cataloger" in template
+    row = load_jsonl(real_dataset / "openai" / "test.jsonl")[0]["messages"]
+    user_only = tokenizer.apply_chat_template(row[1:2], chat_template=template, tokenize=False,
+                                              add_generation_prompt=True)
+    assert user_only == tokenizer.apply_chat_template(row[:2], tokenize=False, add_generation_prompt=True)
+
+
+def test_gpt4all_engine_loads_the_copy_and_answers_the_test_prompts(exported):
+    tmp, result = exported
+    entry = json.loads((tmp / "export.json").read_text())["parity"]["q8_0-gpt4all"]
+    assert entry["engine"] == "gpt4all 2.8.2"
+    assert entry["prompt_tokens_identical"] == 3  # the old engine tokenizes like today's llama.cpp
+    assert "q8_0-gpt4all macro" in result.output and "in gpt4all 2.8.2" in result.output
+
+
+def test_a_pre_tokenizer_without_an_older_twin_gets_no_copy_and_one_line(exported, real_dataset, tmp_path):
+    tmp, _ = exported
+    newer = write_copy(tmp / "gguf" / "folio-llm-q8_0.gguf", tmp_path / "newer.gguf", {PRE_KEY: "gpt-4o"})
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    conversations = [r["messages"] for r in load_jsonl(real_dataset / "openai" / "test.jsonl")[:2]]
+    entry = make_compatible(newer, tmp_path / "copy.gguf", tokenizer, "S", conversations)
+    assert entry["file"] is None and not (tmp_path / "copy.gguf").exists()
+    assert entry["reason"].startswith("no pre-tokenizer name older engines know splits like 'gpt-4o'")
+
+
+def test_token_identity_catches_a_name_that_splits_numbers_otherwise(exported, real_dataset, tmp_path):
+    """gpt-2's rules keep a run of digits together; SmolLM2's split every digit: years and
+    ISBNs in the test rows come out as other ids."""
+    tmp, _ = exported
+    original = tmp / "gguf" / "folio-llm-q8_0.gguf"
+    wrong = write_copy(original, tmp_path / "gpt2.gguf", {PRE_KEY: "gpt-2"})
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False)
+             for r in load_jsonl(real_dataset / "openai" / "test.jsonl")]
+    same = token_identity(original, wrong, texts)
+    assert same["identical"] < same["texts"] == len(texts)
+    assert any(ch.isdigit() for ch in same["first_difference"])
+    assert token_ids(original, ["1989"]) == [[tokenizer.convert_tokens_to_ids(d) for d in "1989"]]
+
+
+def test_gpt4all_refuses_the_original_file_in_one_line(exported, real_dataset):
+    tmp, _ = exported
+    tokenizer = load_tokenizer(str(tmp / "merged"))
+    conversations = [load_jsonl(real_dataset / "openai" / "test.jsonl")[0]["messages"]]
+    with pytest.raises(ValueError, match=r"folio-llm-q8_0.gguf: GPT4All cannot load it \(.*\)$") as caught:
+        gpt4all_generate(tmp / "gguf" / "folio-llm-q8_0.gguf", tokenizer, conversations, 4)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_real_smollm2_copy_runs_in_gpt4all_with_the_same_tokens_and_writes_json(smollm2_base, real_dataset, tmp_path):
+    """The user's route: the real SmolLM2 through the converter, its GPT4All copy loaded by
+    GPT4All's own engine (gpt4all 2.8.2, CPU, offline). The engine tokenizes real test prompts
+    (years, ISBNs, dates) to the ids today's llama.cpp gives the original file; asked in a chat
+    session with the training system prompt for a JSON object, it answers with one that parses
+    (the untuned model adds prose after it)."""
+    from folio_llm.evaluation.scoring import parse_output
+    from folio_llm.training.data import prompt_text
+
+    original = convert(smollm2_base, tmp_path / "smollm2-q8_0.gguf", "q8_0", "smollm2")
+    tokenizer = load_tokenizer(str(smollm2_base))
+    rows = [r["messages"] for r in load_jsonl(real_dataset / "openai" / "test.jsonl")[:8]]
+    system = rows[0][0]["content"]
+    entry = make_compatible(original, tmp_path / "smollm2-q8_0-gpt4all.gguf", tokenizer, system, rows)
+    assert entry["file"] and entry["token_identity"]["identical"] == 8
+    _, fed = gpt4all_generate(entry["file"], tokenizer, rows, max_new_tokens=1)
+    assert fed == token_ids(original, [prompt_text(tokenizer, r) for r in rows])
+    ask = [{"role": "system", "content": system},
+           {"role": "user", "content": 'Write a JSON object with the keys "title" and "year" for this book: '
+                                       "The jazz piano book, published in 1989."}]
+    answers, _ = gpt4all_generate(entry["file"], tokenizer, [ask], max_new_tokens=300)
+    record, _ = parse_output(answers[0])
+    assert record is not None and "jazz piano" in str(record.get("title", "")).lower(), answers[0]
+

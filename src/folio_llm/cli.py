@@ -363,11 +363,24 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
     click.echo(f"merged -> {result['merged']['dir']}")
     for kind, entry in result["gguf"].items():
         click.echo(f"{kind} -> {entry['file']} ({entry['bytes'] / 2**20:.0f} MiB, {entry['seconds']} s)")
+    for kind, entry in result.get("gpt4all", {}).items():
+        if entry["file"]:
+            same = entry["token_identity"]
+            click.echo(f"{kind} for GPT4All -> {entry['file']} (pre-tokenizer {entry['pre_tokenizer']} -> "
+                       f"{entry['written_pre_tokenizer']}: same token ids on {same['identical']} of {same['texts']} "
+                       "test conversations)")
+        else:
+            click.echo(f"warning: {entry['reason']}", err=True)
     parity = result.get("parity")
     if parity:
+        compared = [kind for kind, entry in parity.items() if isinstance(entry, dict) and "exact_match" in entry]
         click.echo(f"parity on {parity['rows']} prompts: transformers macro {parity['transformers']['macro']:.3f}; "
                    + "; ".join(f"{kind} macro {parity[kind]['macro']:.3f} ({parity[kind]['macro_diff']:+.3f}), "
-                               f"{parity[kind]['exact_match']:.0%} identical" for kind in result["gguf"]))
+                               f"{parity[kind]['exact_match']:.0%} identical"
+                               + (f" in {parity[kind]['engine']}" if "engine" in parity[kind] else "")
+                               for kind in compared))
+        if isinstance(parity.get("gpt4all"), str):
+            click.echo(f"note: GPT4All {parity['gpt4all']}")
 
 
 @main.command("predict")

@@ -21,6 +21,10 @@ def gguf_path(out_dir: str | Path, name: str, kind: str) -> Path:
     return Path(out_dir) / f"{name}-{kind}.gguf"
 
 
+def gpt4all_path(out_dir: str | Path, name: str, kind: str) -> Path:
+    return Path(out_dir) / f"{name}-{kind}-gpt4all.gguf"
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
@@ -139,18 +143,21 @@ def modelfile(name: str, gguf_name: str, tokenizer, system_prompt: str, max_new_
 
 
 def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict], *, batch_size: int,
-           max_new_tokens: int, dtype: str = "float32") -> dict:
-    """Greedy answers of the merged model (transformers) and of each GGUF file (llama.cpp) to
-    the same test prompts: the share of identical answers and each one's macro field score
-    against the references. The reference is float32, the weights as they are: bf16
-    generation flips near-ties itself (a quarter of the answers of the default model differ
-    from float32's), so it is no yardstick for the GGUF files."""
+           max_new_tokens: int, dtype: str = "float32", gpt4all: dict[str, str | Path] | None = None) -> dict:
+    """Greedy answers of the merged model (transformers) and of each GGUF file (llama.cpp; the
+    files in ``gpt4all`` through GPT4All's own engine) to the same test prompts: the share of
+    identical answers and each one's macro field score against the references. The reference
+    is float32, the weights as they are: bf16 generation flips near-ties itself (a quarter of
+    the answers of the default model differ from float32's), so it is no yardstick for the
+    GGUF files."""
     from folio_llm.evaluation.generate import close_cut_json
     from folio_llm.evaluation.generate import generate as generate_hf
     from folio_llm.evaluation.generate import inference_dtype, load_for_inference
     from folio_llm.evaluation.scoring import score
+    from folio_llm.gguf_compat import gpt4all_generate, gpt4all_version, token_ids
     from folio_llm.llamacpp import generate as generate_llamacpp
     from folio_llm.llamacpp import load_gguf
+    from folio_llm.training.data import prompt_text
 
     conversations = [row["messages"][:-1] for row in rows]
     references = [row["messages"][-1]["content"] for row in rows]
@@ -167,6 +174,13 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
                     "transformers": {"dtype": inference_dtype(dtype),
                                      **summary(reference_outputs, time.perf_counter() - started)}}
     del model
+
+    def compared(outputs: list[str], seconds: float) -> dict:
+        entry = summary(outputs, seconds)
+        entry["exact_match"] = round(sum(a == b for a, b in zip(outputs, reference_outputs)) / len(rows), 4)
+        entry["macro_diff"] = round(entry["macro"] - result["transformers"]["macro"], 4)
+        return entry
+
     for kind, path in ggufs.items():
         llm, gguf_tokenizer = load_gguf(path)
         started = time.perf_counter()
@@ -174,16 +188,22 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
             outputs = generate_llamacpp(llm, gguf_tokenizer, conversations, max_new_tokens)
         finally:
             llm.close()
-        entry = summary(outputs, time.perf_counter() - started)
-        entry["exact_match"] = round(sum(a == b for a, b in zip(outputs, reference_outputs)) / len(rows), 4)
-        entry["macro_diff"] = round(entry["macro"] - result["transformers"]["macro"], 4)
-        result[kind] = entry
+        result[kind] = compared(outputs, time.perf_counter() - started)
+    for kind, path in (gpt4all or {}).items():
+        started = time.perf_counter()
+        outputs, fed = gpt4all_generate(path, tokenizer, conversations, max_new_tokens)
+        entry = compared(outputs, time.perf_counter() - started)
+        expected = token_ids(path, [prompt_text(tokenizer, c) for c in conversations])
+        entry["prompt_tokens_identical"] = sum(a == b for a, b in zip(fed, expected))
+        result[kind] = {"engine": f"gpt4all {gpt4all_version()}", **entry}
     return result
 
 
 def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str | Path, gguf_dir: str | Path,
            metrics_path: str | Path, data_path: str | Path, params) -> dict:
-    """The stage: merge, GGUF files, Modelfile, parity check; metrics to ``metrics_path``."""
+    """The stage: merge, GGUF files, GPT4All-compatible copies, Modelfile, parity check;
+    metrics to ``metrics_path``."""
+    from folio_llm.gguf_compat import gpt4all_version, make_compatible
     from folio_llm.models import load_tokenizer
 
     settings = params.export
@@ -200,8 +220,24 @@ def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str
     (gguf_dir / "Modelfile").write_text(
         modelfile(settings.name, first, load_tokenizer(str(merged)), params.dataset.system_prompts[0],
                   params.eval.max_new_tokens), encoding="utf-8")
+    compatible = {}
+    if settings.gpt4all:
+        conversations = [row["messages"] for row in load_test_rows(data_path)[0]]
+        tokenizer = load_tokenizer(str(merged))
+        metrics["gpt4all"] = {}
+        for kind in settings.gpt4all:
+            started = time.perf_counter()
+            entry = make_compatible(metrics["gguf"][kind]["file"], gpt4all_path(gguf_dir, settings.name, kind),
+                                    tokenizer, params.dataset.system_prompts[0], conversations)
+            metrics["gpt4all"][kind] = {**entry, "seconds": round(time.perf_counter() - started, 1)}
+            if entry["file"]:
+                compatible[f"{kind}-gpt4all"] = entry["file"]
     if rows:
+        run_gpt4all = compatible if gpt4all_version() else {}
         metrics["parity"] = parity(merged, {k: v["file"] for k, v in metrics["gguf"].items()}, rows,
-                                   batch_size=params.eval.batch_size, max_new_tokens=params.eval.max_new_tokens)
+                                   batch_size=params.eval.batch_size, max_new_tokens=params.eval.max_new_tokens,
+                                   gpt4all=run_gpt4all)
+        if compatible and not run_gpt4all:
+            metrics["parity"]["gpt4all"] = "not checked: the gpt4all package is not installed"
     write_json(metrics_path, metrics)
     return metrics

@@ -257,6 +257,13 @@ class ExportParams:
         factory=lambda: ["q8_0"],
     )
     name: str = _help("Model name inside the GGUF files and in their file names.", "folio-llm")
+    gpt4all: list[Literal["f16", "q8_0", "q4_k_m"]] = _help(
+        "Types (among 'types') of which a copy for GPT4All and other older llama.cpp engines is "
+        "written (models/gguf/<name>-<type>-gpt4all.gguf): an older pre-tokenizer name with the same "
+        "split rules and a plain ChatML chat template, kept only when llama.cpp tokenizes every test "
+        "conversation to the same ids as the original ([] = none).",
+        factory=lambda: ["q8_0"],
+    )
     parity_rows: int = _help(
         "Test prompts answered by both the merged model and each GGUF file, compared in "
         "metrics/export.json (0 = no parity check).",
@@ -400,6 +407,9 @@ def _check(params: Params) -> None:
         raise ParamsError("params: export.name: letters, digits, '.', '_' and '-' only (it names files)")
     if export.parity_rows < 0:
         raise ParamsError("params: export.parity_rows: must be >= 0")
+    if not set(export.gpt4all) <= set(export.types):
+        raise ParamsError(f"params: export.gpt4all: {sorted(set(export.gpt4all) - set(export.types))} "
+                          "not in export.types (a GPT4All copy is made from a written file)")
     if not params.dataset.system_prompts:
         raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
     kept = set(params.denormalize.fields)
