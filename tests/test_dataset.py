@@ -15,7 +15,7 @@ def test_seed_example_shape():
     params = parse_params({"dataset": {"clauses": {
         "title": ["For {title}"], "publication": ["Published[ in {date}][ by {publisher}][, {place}]"],
         "subjects": ["Subjects are {subjects}."]}, "prompt_fields": ["title", "publication", "subjects"],
-        "clause_separator": " "}})
+        "styles": {"clauses": 1}, "tell": {"line_breaks": 0}}})
     record = {
         "title": "Vacancies in certain judgeships.",
         "subjects": [{"value": "Courts"}, {"value": "Judges"}, {"value": "United States--Officials and employees"}],
@@ -34,9 +34,10 @@ def test_seed_example_shape():
     assert example.inferred == ["instanceTypeText", "modeOfIssuanceText"]
 
 
-def test_default_prompt_puts_each_clause_on_its_own_line(records):
+def test_clauses_style_puts_each_clause_on_its_own_line(records):
     """Titles and names hold '. ', so only a line break tells the model where a clause ends."""
-    params = parse_params({})
+    params = parse_params({"dataset": {"styles": {"clauses": 1},
+                                       "tell": {"line_breaks": 1, "languages": 0, "classifications": 0}}})
     renderer = PromptRenderer(params.dataset, 42)
     record = next(r for r in records if ". " in r["title"] and r.get("publication"))
     example = renderer.render(record, "x")
@@ -45,8 +46,8 @@ def test_default_prompt_puts_each_clause_on_its_own_line(records):
     assert len(lines) == len(example.transcribed) + len(record["publication"]) - 1
 
 
-def test_list_values_are_not_joined_with_commas(records):
-    params = parse_params({})
+def test_list_values_are_not_joined_with_commas_in_the_clauses_style(records):
+    params = parse_params({"dataset": {"styles": {"clauses": 1}}})
     renderer = PromptRenderer(params.dataset, 42)
     record = next(r for r in records if any("," in s["value"] for s in r.get("subjects", [])))
     example = renderer.render(record, "x")
@@ -61,7 +62,9 @@ def test_targets_are_strict_json_with_target_keys_in_order(records):
         example = renderer.render(record, str(index))
         parsed = json.loads(example.assistant)
         order = [f for f in params.dataset.target_fields if f in record]
-        assert list(parsed) == order
+        told_or_inferable = set(example.transcribed) | set(params.dataset.untold_targets)
+        assert list(parsed) == [f for f in order if f in told_or_inferable]
+        assert list(example.reference) == order  # evaluation scores against the whole record
         assert set(example.transcribed) | set(example.inferred) == set(order)
         assert not openai_problems(example.messages, params.dataset.max_chars)
 

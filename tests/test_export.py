@@ -241,3 +241,28 @@ def test_real_smollm2_copy_runs_in_gpt4all_with_the_same_tokens_and_writes_json(
     record, _ = parse_output(answers[0])
     assert record is not None and "jazz piano" in str(record.get("title", "")).lower(), answers[0]
 
+
+def test_llama_cpp_copy_constraint_keeps_titles_to_the_description(exported, real_dataset):
+    """The copy constraint as a llama-cpp-python logits processor, under the llama.cpp JSON
+    grammar, on the tiny model: the title it writes is a span of the description."""
+    from folio_llm.evaluation.generate import close_cut_json
+    from folio_llm.evaluation.scoring import parse_output, target_schema
+    from folio_llm.llamacpp import json_grammar
+    from folio_llm.params import parse_params
+
+    tmp, _ = exported
+    rows = load_jsonl(real_dataset / "openai" / "test.jsonl")[:3]
+    llm, tokenizer = load_gguf(tmp / "gguf" / "folio-llm-f16.gguf")
+    try:
+        answers = generate_llamacpp(llm, tokenizer, [r["messages"] for r in rows], max_new_tokens=48,
+                                    grammar=json_grammar(target_schema(parse_params({}).denormalize.fields)),
+                                    progress=False, copy_fields=["title"])
+    finally:
+        llm.close()
+    titles = 0
+    for row, answer in zip(rows, answers):
+        record, _ = parse_output(close_cut_json(answer) or answer)
+        if record and record.get("title"):
+            titles += 1
+            assert record["title"] in row["messages"][1]["content"], (record["title"], answer)
+    assert titles >= 2

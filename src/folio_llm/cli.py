@@ -222,24 +222,28 @@ def inspect_batch(data_file, base_dir, rows):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Metrics JSON.")
 @click.option("--predictions", default=None, type=click.Path(dir_okay=False), help="Per-row outputs and field outcomes (JSONL).")
 @click.option("--constrained/--no-constrained", default=None, help="JSON-schema constrained decoding (default: params.eval).")
+@click.option("--copy/--no-copy", default=None,
+              help="Copy-constrained decoding of params.eval.copy_fields (default: params.eval.copy_constraint).")
 @click.option("--limit", default=None, type=int, help="Only the first N rows (default: params.eval.limit).")
 @SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, limit, schemas, params_path):
+def evaluate(model_dir, adapter_dir, data_path, out, predictions, constrained, copy, limit, schemas, params_path):
     """Generate answers for a test split and score them field by field."""
-    from folio_llm.evaluation.run import folio_checks, load_test_rows, write_metrics
+    from folio_llm.evaluation.run import folio_checks, load_test_rows, load_train_answers, write_metrics
 
     params = load_params(params_path)
     checks = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, params.eval.limit if limit is None else limit)
     result = _evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, label="tuned" if adapter_dir else "base",
-                           predictions=predictions, constrained=constrained)
+                           predictions=predictions, constrained=constrained, copy=copy,
+                           train_answers=load_train_answers(data_path))
     write_metrics(out, result)
 
 
 def _evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
-                  constrained: bool | None = None, max_new_tokens: int | None = None) -> dict:
+                  constrained: bool | None = None, max_new_tokens: int | None = None,
+                  train_answers: list[dict] | None = None, copy: bool | None = None) -> dict:
     """Load one model, answer the rows, score them; one line to the console. ``checks``:
     evaluation.run.folio_checks, loaded once per command."""
     from folio_llm.evaluation.generate import load_for_inference
@@ -250,20 +254,23 @@ def _evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: 
     model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
     result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
                             max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
-                            logits_processor_factory=_constraint(params, tokenizer, constrained), label=label,
-                            folio_schema=folio_schema, reference_data=reference)
+                            logits_processor_factory=_constraint(params, tokenizer, constrained, copy), label=label,
+                            folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
+                            untold_targets=params.dataset.untold_targets)
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result
 
 
-def _constraint(params, tokenizer, constrained: bool | None):
-    """A logits-processor factory for constrained decoding, or None."""
-    if not (params.eval.constrained if constrained is None else constrained):
-        return None
-    from folio_llm.evaluation.constrained import schema_processor_factory
+def _constraint(params, tokenizer, constrained: bool | None, copy: bool | None = None):
+    """A logits-processor factory for constrained decoding (the JSON schema, then the copy
+    constraint), or None."""
+    from folio_llm.evaluation.constrained import compose, copy_processor_factory, schema_processor_factory
     from folio_llm.evaluation.scoring import target_schema
 
-    return schema_processor_factory(tokenizer, target_schema(params.denormalize.fields))
+    schema = params.eval.constrained if constrained is None else constrained
+    copy = params.eval.copy_constraint if copy is None else copy
+    return compose(schema_processor_factory(tokenizer, target_schema(params.denormalize.fields)) if schema else None,
+                   copy_processor_factory(tokenizer, params.eval.copy_fields) if copy else None)
 
 
 @main.command("evaluate-stage")
@@ -273,27 +280,34 @@ def _constraint(params, tokenizer, constrained: bool | None):
 @click.option("--out", default="metrics/eval.json", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--predictions-dir", default="data/predictions", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fields-table", default="metrics/eval_fields.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--styles-table", default="metrics/eval_styles.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="Told-field macro per description style (dvc plots).")
 @SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, schemas, params_path):
+def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, styles_table, schemas,
+                   params_path):
     """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
     prompts; metrics/eval.json holds both, under `base` and `tuned`."""
-    from folio_llm.evaluation.run import folio_checks, load_test_rows, write_field_table, write_metrics
+    from folio_llm.evaluation.run import (folio_checks, load_test_rows, load_train_answers, write_field_table,
+                                          write_metrics, write_style_table)
 
     params = load_params(params_path)
     settings = params.eval
     checks = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, settings.limit)
+    train_answers = load_train_answers(data_path)
     results = {}
     for label, adapter in (("base", None), ("tuned", adapter_dir)):
         limit = settings.max_new_tokens
         if label == "base" and settings.base_max_new_tokens:
             limit = min(limit, settings.base_max_new_tokens)
         results[label] = _evaluate_one(params, checks, base_dir, adapter, rows, meta, label=label,
-                                       predictions=Path(predictions_dir) / f"{label}.jsonl", max_new_tokens=limit)
+                                       predictions=Path(predictions_dir) / f"{label}.jsonl", max_new_tokens=limit,
+                                       train_answers=train_answers)
     write_metrics(out, results)
     write_field_table(fields_table, results)
+    write_style_table(styles_table, results)
 
 
 @main.command("fetch-folio")
@@ -395,6 +409,9 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
               help="[default: llama.cpp for a .gguf file, else transformers]")
 @click.option("--constrained/--no-constrained", default=None,
               help="Keep answers to the JSON shape of the targets [default: params.eval.constrained].")
+@click.option("--copy/--no-copy", default=None,
+              help="Hold told fields (params.eval.copy_fields) to verbatim spans of the description "
+                   "[default: params.eval.copy_constraint].")
 @click.option("--folio-ready", is_flag=True,
               help="Labels back to the tenant's reference UUIDs, source FOLIO, checked against FOLIO's Instance schema.")
 @click.option("--reference-data", default=None, type=click.Path(file_okay=False),
@@ -409,8 +426,8 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
 @click.option("--yes", is_flag=True, help="With --post: really send the create requests.")
 @PARAMS_OPTION
 @friendly_errors
-def predict(descriptions, input_path, model_path, backend, constrained, folio_ready, reference_data, schemas, out,
-            rejects, post, yes, params_path):
+def predict(descriptions, input_path, model_path, backend, constrained, copy, folio_ready, reference_data, schemas,
+            out, rejects, post, yes, params_path):
     """Write a FOLIO Instance record (JSON) for each description:
 
     \b
@@ -442,6 +459,7 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
         from folio_llm.evaluation.scoring import target_schema
 
         schema = target_schema(params.denormalize.fields)
+    copy = settings.copy_constraint if copy is None else copy
 
     read = written = rejected = 0
     with contextlib.ExitStack() as stack:
@@ -469,7 +487,8 @@ def predict(descriptions, input_path, model_path, backend, constrained, folio_re
                 requests.append(item)
         if requests:
             generator = Generator.load(model, adapter, backend, dtype=settings.dtype, batch_size=settings.batch_size,
-                                       max_new_tokens=settings.max_new_tokens, schema=schema)
+                                       max_new_tokens=settings.max_new_tokens, schema=schema,
+                                       copy_fields=settings.copy_fields if copy else None)
             try:
                 answers = generator.answer([r.messages for r in requests])
             finally:

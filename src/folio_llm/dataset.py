@@ -108,12 +108,14 @@ def dataset_report(result: DatasetResult, params: DatasetParams) -> dict:
     n = len(all_examples)
     coverage: dict[str, dict] = {}
     for name in params.target_fields:
-        present = sum(1 for e in all_examples if name in e.target)
+        present = sum(1 for e in all_examples if name in (e.reference if e.reference is not None else e.target))
+        answered = sum(1 for e in all_examples if name in e.target)
         transcribed = sum(1 for e in all_examples if name in e.transcribed)
         coverage[name] = {
             "present": round(present / n, 4) if n else 0.0,
             "transcribed": round(transcribed / n, 4) if n else 0.0,
-            "inferred": round((present - transcribed) / n, 4) if n else 0.0,
+            "inferred": round((answered - transcribed) / n, 4) if n else 0.0,
+            "left_out": round((present - answered) / n, 4) if n else 0.0,
         }
     overlaps = {}
     for i, a in enumerate(SPLITS):
@@ -134,6 +136,7 @@ def dataset_report(result: DatasetResult, params: DatasetParams) -> dict:
         "duplicates_across_splits": sum(overlaps.values()),
         "overlap_by_pair": overlaps,
         "field_coverage": coverage,
+        "styles": dict(sorted(Counter(e.style for e in all_examples).items())),
         "prompt_chars": _distribution([len(e.user) for e in all_examples]),
         "target_chars": _distribution([len(e.assistant) for e in all_examples]),
         "openai_checks": {
@@ -161,11 +164,18 @@ def summary_text(report: dict) -> str:
         "OpenAI format checks: "
         + ", ".join(f"{k} {v}" for k, v in report["openai_checks"].items()),
         "",
-        "| field | present | transcribed | inferred |",
-        "|---|---|---|---|",
+        "Per field, share of rows: in the record; told by the description; in the answer without "
+        "being told (inferred); left out of the answer because nothing told it.",
+        "",
+        "| field | present | told | inferred | left out |",
+        "|---|---|---|---|---|",
     ]
     for name, cov in report["field_coverage"].items():
-        lines.append(f"| {name} | {cov['present']:.1%} | {cov['transcribed']:.1%} | {cov['inferred']:.1%} |")
+        lines.append(f"| {name} | {cov['present']:.1%} | {cov['transcribed']:.1%} | {cov['inferred']:.1%} "
+                     f"| {cov.get('left_out', 0.0):.1%} |")
+    styles = report.get("styles")
+    if styles:
+        lines += ["", "Rows per description style: " + ", ".join(f"{k} {v}" for k, v in styles.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -80,10 +80,20 @@ def json_grammar(schema: dict):
 
 
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
-             grammar=None, progress: bool = True) -> list[str]:
+             grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None) -> list[str]:
     """Greedy answers for each conversation (its assistant message, if any, is left out), one
-    at a time; a row stops at end-of-turn, or where evaluation.generate stops it."""
+    at a time; a row stops at end-of-turn, or where evaluation.generate stops it. With
+    ``copy_fields`` the values of those fields may only be verbatim spans of the description
+    (the copy constraint as a llama-cpp-python logits processor)."""
     from folio_llm.training.data import prompt_text
+
+    if copy_fields:
+        from llama_cpp import LogitsProcessorList
+
+        from folio_llm.evaluation.constrained import description
+        from folio_llm.evaluation.copy_constraint import CopyIndex, CopyProcessor
+
+        index = CopyIndex.for_tokenizer(tokenizer)
 
     answers = []
     for messages in tqdm(conversations, desc="generate", unit="prompt", disable=None if progress else True,
@@ -92,9 +102,11 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
         if len(ids) + max_new_tokens > llm.n_ctx():
             raise ValueError(f"a prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the "
                              f"llama.cpp context of {llm.n_ctx()}")
+        processors = LogitsProcessorList([CopyProcessor.for_llamacpp(
+            index, description(messages), len(ids), copy_fields)]) if copy_fields else None
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
-            stopping_criteria=_stops(tokenizer, len(ids)))
+            stopping_criteria=_stops(tokenizer, len(ids)), logits_processor=processors)
         answers.append(result["choices"][0]["text"].strip())
     return answers
 

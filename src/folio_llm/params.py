@@ -134,6 +134,22 @@ class SplitParams:
     test: float = _help("Share of rows for the held-out test set.", 0.1)
 
 
+STYLE_NAMES = ("clauses", "oneline", "isbd", "labels", "sentence")
+
+
+@dataclass
+class TellParams:
+    roles: float = _help("Share of rows whose names carry their role words ('edited by', '(composer)').", 0.7)
+    languages: float = _help(
+        "Share of rows that state the language in words (where it has a common name); the rest "
+        "leave it to be inferred.", 0.5)
+    classifications: float = _help(
+        "Share of rows that give the classification number (as CIP data would); elsewhere the "
+        "number is not in the target either, so the model never learns to invent one.", 0.2)
+    natural_names: float = _help("Share of rows with personal names in natural order ('Mark Levine').", 0.5)
+    line_breaks: float = _help("Share of 'clauses' and 'labels' rows written one statement per line.", 0.6)
+
+
 @dataclass
 class DatasetParams:
     prompt_fields: list[str] = _help(
@@ -161,10 +177,23 @@ class DatasetParams:
         "Joins list values in the prompt. Not a comma: subjects and names hold commas.", "; "
     )
     clause_separator: str = _help(
-        "Joins the clauses of the prompt. A new line, because titles and names hold '. ': with a "
-        "space the model cannot tell where a title ends (half the title errors of a first run).",
+        "Joins the clauses of a 'clauses' row written with line breaks (tell.line_breaks). A new "
+        "line, because titles and names hold '. ': with a space the model cannot tell where a title "
+        "ends (half the title errors of a first run).",
         "\n",
     )
+    styles: dict[str, float] = _help(
+        "Description styles and their weights; each row draws one (seeded): 'clauses' (the phrasings "
+        "above), 'oneline' (the write-up's 'For Title. Published in 1935 by X, Place Subjects are A, B.'), "
+        "'isbd' ('Title / names. — Place : Publisher, Date. — Extent.'), 'labels' ('Title: …' lines) "
+        "and 'sentence' (free prose).",
+        factory=lambda: {name: 1.0 for name in STYLE_NAMES})
+    tell: TellParams = _help("What rows state beyond the prompt fields, as shares of rows.", factory=TellParams)
+    untold_targets: list[str] = _help(
+        "Target fields the answer holds even when the description does not tell them (the model "
+        "infers them). Any other target field is in the answer only when the description tells it; "
+        "evaluation still scores against the whole record.",
+        factory=lambda: ["languages", "instanceTypeText", "modeOfIssuanceText"])
     split: SplitParams = _help("Train/valid/test shares (must sum to 1).", factory=SplitParams)
     max_chars: int = _help(
         "Rows whose system + user + assistant text is longer than this are flagged as over-length "
@@ -240,6 +269,16 @@ class EvalParams:
     constrained: bool = _help(
         "Follow a JSON schema of the target shape while generating (xgrammar): every answer parses, "
         "at no cost in speed.", True)
+    copy_constraint: bool = _help(
+        "Copy-constrained decoding: the value of each field in copy_fields may only be a verbatim "
+        "span of the description (composed with the JSON-schema constraint; evaluation and predict).",
+        True)
+    copy_fields: list[str] = _help(
+        "Fields (paths: key names down to the value, lists skipped) the copy constraint holds to "
+        "the description. contributors.name is left out by default: a name told in natural order "
+        "('Mark Levine') is recorded inverted ('Levine, Mark').",
+        factory=lambda: ["title", "publication.publisher", "publication.place", "publication.dateOfPublication",
+                         "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
     limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = _help(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
@@ -410,6 +449,13 @@ def _check(params: Params) -> None:
     if not set(export.gpt4all) <= set(export.types):
         raise ParamsError(f"params: export.gpt4all: {sorted(set(export.gpt4all) - set(export.types))} "
                           "not in export.types (a GPT4All copy is made from a written file)")
+    styles = params.dataset.styles
+    if set(styles) - set(STYLE_NAMES) or not any(w > 0 for w in styles.values()) or any(w < 0 for w in styles.values()):
+        raise ParamsError(f"params: dataset.styles: weights >= 0 for {', '.join(STYLE_NAMES)}, at least one > 0, "
+                          f"got {styles}")
+    shares = vars(params.dataset.tell)
+    if any(not 0 <= v <= 1 for v in shares.values()):
+        raise ParamsError(f"params: dataset.tell: shares must be in [0, 1], got {shares}")
     if not params.dataset.system_prompts:
         raise ParamsError("params: dataset.system_prompts: needs at least one phrasing")
     kept = set(params.denormalize.fields)

@@ -153,33 +153,33 @@ class Generator:
     batch_size: int = 16
     max_new_tokens: int = 768
     schema: dict | None = None  # constrained decoding to this JSON schema
+    copy_fields: list[str] | None = None  # values held to verbatim spans of the description
     _constraint: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
-             batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None) -> "Generator":
+             batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None,
+             copy_fields: list[str] | None = None) -> "Generator":
         if backend == "llama.cpp":
             from folio_llm.llamacpp import json_grammar, load_gguf
 
             llm, tokenizer = load_gguf(model)
-            return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema,
+            return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema, copy_fields,
                        json_grammar(schema) if schema else None)
+        from folio_llm.evaluation.constrained import compose, copy_processor_factory, schema_processor_factory
         from folio_llm.evaluation.generate import load_for_inference
 
         loaded, tokenizer = load_for_inference(model, adapter, dtype)
-        constraint = None
-        if schema:
-            from folio_llm.evaluation.constrained import schema_processor_factory
-
-            constraint = schema_processor_factory(tokenizer, schema)
-        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, constraint)
+        constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
+                             copy_processor_factory(tokenizer, copy_fields) if copy_fields else None)
+        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, constraint)
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         if self.backend == "llama.cpp":
             from folio_llm.llamacpp import generate
 
             return generate(self.model, self.tokenizer, conversations, self.max_new_tokens,
-                            grammar=self._constraint, progress=progress)
+                            grammar=self._constraint, progress=progress, copy_fields=self.copy_fields)
         from folio_llm.evaluation.generate import generate
 
         return generate(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,

@@ -98,13 +98,17 @@ def clause_values(record: dict, field: str, separator: str) -> list[dict[str, st
 
 @dataclass(frozen=True)
 class Example:
-    """One rendered row: the chat messages and which target fields the prompt tells."""
+    """One rendered row: the chat messages, which target fields the description tells, and
+    the whole record as the reference evaluation scores against."""
 
     key: str
     messages: list[dict]
     target: dict
     transcribed: list[str]
     inferred: list[str]
+    style: str = "clauses"
+    reference: dict | None = None
+    roles_told: bool = False
 
     @property
     def system(self) -> str:
@@ -128,7 +132,9 @@ class Example:
         }
 
     def meta(self) -> dict:
-        return {"id": self.key, "transcribed": self.transcribed, "inferred": self.inferred}
+        return {"id": self.key, "style": self.style, "transcribed": self.transcribed, "inferred": self.inferred,
+                "roles_told": self.roles_told,
+                "reference": target_json(self.reference if self.reference is not None else self.target)}
 
 
 LAYOUTS = ("openai", "chat", "completions", "text")
@@ -139,32 +145,27 @@ class PromptRenderer:
         self.params = params
         self.seed = seed
 
-    def user_prompt(self, record: dict, rng: random.Random) -> tuple[str, list[str]]:
-        clauses: list[str] = []
-        mentioned: list[str] = []
-        for field in self.params.prompt_fields:
-            phrasings = self.params.clauses[field]
-            template = phrasings[rng.randrange(len(phrasings))]
-            rendered = [render_clause(template, v) for v in clause_values(record, field, self.params.list_separator)]
-            rendered = [r for r in rendered if r]
-            if rendered:
-                clauses.extend(rendered)
-                mentioned.append(field)
-        return self.params.clause_separator.join(clauses), mentioned
-
-    def target(self, record: dict) -> dict:
+    def record_fields(self, record: dict) -> dict:
+        """The record's target fields: the reference evaluation scores against."""
         return {f: record[f] for f in self.params.target_fields if f in record}
 
-    def render(self, record: dict, key: str) -> Example:
+    def render(self, record: dict, key: str, style: str | None = None) -> Example:
+        """The row for ``record``: its style drawn from params.dataset.styles unless given."""
+        from folio_llm.styles import describe, draw_style
+
         rng = random.Random(f"{self.seed}:{key}")
         system = self.params.system_prompts[rng.randrange(len(self.params.system_prompts))]
-        user, mentioned = self.user_prompt(record, rng)
-        target = self.target(record)
+        drawn = draw_style(rng, self.params.styles)
+        user, told, telling = describe(record, style or drawn, rng, self.params)
+        reference = self.record_fields(record)
+        untold = set(self.params.untold_targets)
+        target = {f: v for f, v in reference.items() if f in told or f in untold}
         messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
             {"role": "assistant", "content": target_json(target)},
         ]
-        transcribed = [f for f in target if f in mentioned]
-        inferred = [f for f in target if f not in mentioned]
-        return Example(key, messages, target, transcribed, inferred)
+        transcribed = [f for f in reference if f in told]
+        inferred = [f for f in reference if f not in told]
+        return Example(key, messages, target, transcribed, inferred, style or drawn, reference,
+                       telling.roles and "contributors" in told)

@@ -41,7 +41,7 @@ class SchemaProcessor:
 
 
 def schema_processor_factory(tokenizer, schema: dict):
-    """A function batch_size -> fresh logits processor.
+    """A function (conversations of a batch, prompt width) -> [fresh logits processor].
 
     The grammar is compiled once. Whitespace is fixed to the compact separators the targets
     use, so constrained answers look like the training answers token for token."""
@@ -52,4 +52,27 @@ def schema_processor_factory(tokenizer, schema: dict):
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer), stop_token_ids=[tokenizer.eos_token_id])
     compiled = xgr.GrammarCompiler(info).compile_json_schema(
         json.dumps(schema), any_whitespace=False, separators=(",", ":"))
-    return lambda batch_size: SchemaProcessor(compiled, batch_size, tokenizer.pad_token_id)
+    return lambda conversations, width: [SchemaProcessor(compiled, len(conversations), tokenizer.pad_token_id)]
+
+
+def copy_processor_factory(tokenizer, fields):
+    """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
+    values of ``fields`` may only be verbatim spans of each row's description (its user message)."""
+    from folio_llm.evaluation.copy_constraint import CopyIndex, CopyProcessor
+
+    index = CopyIndex.for_tokenizer(tokenizer)
+    return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width, fields)]
+
+
+def description(conversation) -> str:
+    """The user's description in a conversation: its last user message."""
+    return next(m["content"] for m in reversed(list(conversation)) if m["role"] == "user")
+
+
+def compose(*factories):
+    """One factory giving every processor of ``factories`` in order (the grammar's first: the
+    copy constraint must see what the grammar already forbade). None when there is none."""
+    factories = [f for f in factories if f is not None]
+    if not factories:
+        return None
+    return lambda conversations, width: [p for f in factories for p in f(conversations, width)]

@@ -186,8 +186,8 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
     """Greedy answers for each conversation (its assistant message, if any, is left out).
 
     Rows are generated in order of prompt length so a batch wastes little on padding;
-    answers come back in the input order. ``logits_processor_factory()`` gives a fresh
-    logits processor per batch (constrained decoding).
+    answers come back in the input order. ``logits_processor_factory(conversations of the
+    batch, prompt width)`` gives fresh logits processors per batch (constrained decoding).
     """
     import torch
 
@@ -198,11 +198,11 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
     for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
         encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         extra = {}
+        width = encoded["input_ids"].shape[1]
         if logits_processor_factory is not None:
-            extra["logits_processor"] = [logits_processor_factory(len(batch))]
+            extra["logits_processor"] = logits_processor_factory([conversations[i] for i in batch], width)
         from transformers import StoppingCriteriaList
 
-        width = encoded["input_ids"].shape[1]
         # under a grammar the answer ends with end-of-turn right after the object anyway
         stop = StoppingCriteriaList([RepetitionLoop(width, len(batch))] + (
             [] if logits_processor_factory else [JsonObjectEnd(tokenizer, width, len(batch))]))

@@ -684,6 +684,7 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
         for outcome in OUTCOMES:
             entry[outcome] = sum(1 for p in per if p["outcome"] == outcome)
         entry["n_present"] = sum(1 for p in per if p["present"])
+        entry["hallucination_rate"] = entry["hallucinated"] / n if n else None
         if f == "contributor_types":
             matched = sum(p.get("matched", 0) for p in per)
             entry["matched_names"] = matched

@@ -1,0 +1,239 @@
+"""Copy-constrained decoding on SmolLM2's real tokenizer: true answers pass, invented text does not."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from folio_llm.evaluation.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor
+from folio_llm.prompts import target_json
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+JAZZ = ("Title: The jazz piano book. Author: Levine, Mark. Published by Sher Music Co.; place: Petaluma, CA; "
+        "date: 1989. Edition: 2nd ed. Extent: xii, 307 p. : ill. ; 28 cm. Series: Jazz education series ; 4. "
+        "About Piano -- Instruction and study; Jazz -- Instruction and study. Numbers on the item: ISBN 0961470151.")
+CAFE = ("Title: Café \"Noir\" \\ 1989.\nContributors: Müller, Jürgen; Ελληνικά Εκδόσεις.\n"
+        "Publication: Zürich : Éditions du Seuil, [2003?]\tIdentifiers: ISBN 978-3-16-148410-0.\n"
+        "About Cafés -- Switzerland -- Zürich; Noir fiction.")
+EXAMPLES = [
+    (JAZZ, {
+        "title": "The jazz piano book",
+        "contributors": [{"name": "Levine, Mark", "contributorTypeText": "Author", "primary": True}],
+        "publication": [{"publisher": "Sher Music Co.", "place": "Petaluma, CA", "dateOfPublication": "1989"}],
+        "subjects": [{"value": "Piano -- Instruction and study"}, {"value": "Jazz -- Instruction and study"}],
+        "identifiers": [{"value": "0961470151", "identifierTypeText": "ISBN"}],
+        "editions": ["2nd ed."], "physicalDescriptions": ["xii, 307 p. : ill. ; 28 cm"],
+        "series": [{"value": "Jazz education series ; 4"}], "languages": ["eng"],
+        "instanceTypeText": "text", "modeOfIssuanceText": "single unit"}),
+    (CAFE, {
+        "title": 'Café "Noir" \\ 1989',
+        "contributors": [{"name": "Müller, Jürgen", "primary": True},
+                         {"name": "Ελληνικά Εκδόσεις", "primary": False}],
+        "publication": [{"publisher": "Éditions du Seuil", "place": "Zürich", "dateOfPublication": "[2003?]"}],
+        "identifiers": [{"value": "978-3-16-148410-0", "identifierTypeText": "ISBN"}],
+        "subjects": [{"value": "Cafés -- Switzerland -- Zürich"}, {"value": "Noir fiction"}],
+        "editions": [], "languages": ["fre", "ger"], "instanceTypeText": "text"}),
+    (CAFE, {"title": "", "editions": ["Noir", "Noir"], "physicalDescriptions": ['"Noir" \\', "1989.\nContributors"],
+            "subjects": [{"value": "Zürich"}]}),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from folio_llm.models import embedded_gguf, load_tokenizer
+
+    gguf = embedded_gguf()
+    return load_tokenizer(str(gguf.parent), gguf_file=gguf.name)
+
+
+@pytest.fixture(scope="module")
+def index(tokenizer):
+    return CopyIndex.for_tokenizer(tokenizer)
+
+
+PROMPT = [1, 9690, 198]  # any ids: the processor only reads what follows prompt_width
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def masks(processor: CopyProcessor, tokens: list[int], vocab: int):
+    """Feed ``tokens`` one by one as generate would; yield (step, masked scores before that token)."""
+    for step in range(len(tokens)):
+        scores = torch.zeros(1, vocab)
+        processor(torch.tensor([PROMPT + tokens[:step]]), scores)
+        yield step, scores[0]
+
+
+def scores_after(index: CopyIndex, tokens: list[int], vocab: int, description: str = CAFE):
+    """The scores (all 0 before masking) for the token after ``tokens``, fed to a fresh processor at once."""
+    scores = torch.zeros(1, vocab)
+    CopyProcessor(index, [description], len(PROMPT))(torch.tensor([PROMPT + tokens]), scores)
+    return scores[0]
+
+
+def test_index_is_built_once_per_tokenizer(tokenizer, index):
+    assert CopyIndex.for_tokenizer(tokenizer) is index
+    assert b"".join(index.pieces[t] for t in encode(tokenizer, target_json(EXAMPLES[1][1]))) == \
+        target_json(EXAMPLES[1][1]).encode()
+
+
+@pytest.mark.parametrize("number", range(len(EXAMPLES)))
+def test_true_answer_is_never_blocked(tokenizer, index, number):
+    description, target = EXAMPLES[number]
+    tokens = encode(tokenizer, target_json(target)) + [tokenizer.eos_token_id]
+    processor = CopyProcessor(index, [description], len(PROMPT))
+    blocked, constrained = [], 0
+    for step, scores in masks(processor, tokens, len(tokenizer)):
+        blocked += [step] if scores[tokens[step]] == float("-inf") else []
+        constrained += bool(torch.isinf(scores).any())
+    assert blocked == [] and processor.fallbacks == 0
+    assert constrained > 10  # the copied values were really constrained, token by token
+
+
+def first_blocked(tokenizer, index, description: str, answer: str, fields=COPY_FIELDS):
+    tokens = encode(tokenizer, answer)
+    processor = CopyProcessor(index, [description], len(PROMPT), fields)
+    for step, scores in masks(processor, tokens, len(tokenizer)):
+        if scores[tokens[step]] == float("-inf"):
+            return tokenizer.decode(tokens[:step]), tokenizer.decode(tokens[step:]), scores
+    return None
+
+
+def test_invented_text_is_blocked_where_it_starts(tokenizer, index):
+    description = "Title: SAMS news. Published by Catholics United for the Faith, 1999."
+    written, invented, scores = first_blocked(
+        tokenizer, index, description, '{"title":"SAMS newsletter","publication":[{"publisher":"Catholic Church"}]}')
+    assert (written, invented) == ('{"title":"SAMS', ' newsletter","publication":[{"publisher":"Catholic Church"}]}')
+    assert scores[encode(tokenizer, " news")[0]] == 0  # the told word is still open
+    written, invented, scores = first_blocked(
+        tokenizer, index, description, '{"title":"SAMS news","publication":[{"publisher":"Catholic Church"}]}')
+    assert (written, invented) == ('{"title":"SAMS news","publication":[{"publisher":"Catholic', ' Church"}]}')
+    # "Catholic" may go on to "Catholics", but not stop inside the word
+    assert scores[encode(tokenizer, "s")[0]] == 0 and scores[encode(tokenizer, '"}')[0]] == float("-inf")
+    _, _, scores = first_blocked(tokenizer, index, description,
+                                 '{"title":"SAMS news","publication":[{"publisher":"Catholics Church"}]}')
+    assert scores[encode(tokenizer, '"}')[0]] == 0  # "Catholics" ends a word: the value may end there
+
+
+def test_a_value_cannot_stop_inside_a_word(tokenizer, index):
+    """Cut short is how a model gets round the constraint ("Comm" for "Commonwealth ...")."""
+    description = "Published by Commonwealth Environment Protection Agency; place: Canberra."
+    written, rest, scores = first_blocked(tokenizer, index, description,
+                                          '{"publication":[{"publisher":"Comm","place":"Canberra"}]}')
+    assert written.endswith('"publisher":"Comm') and rest.startswith('"')
+    assert first_blocked(tokenizer, index, description,
+                         '{"publication":[{"publisher":"Commonwealth","place":"Canberra"}]}') is None
+
+
+def test_strings_close_only_where_a_character_ends(tokenizer, index):
+    byte = {piece: index.by_bytes[piece][0] for piece in (b"\xc3", b"\xa9", b'"', b'",', b"\\", b"n")}
+    # half of the é, then half of the \" escape: no string ends there
+    half_letter = scores_after(index, encode(tokenizer, '{"title":"Caf') + [byte[b"\xc3"]], len(tokenizer))
+    assert half_letter[byte[b"\xa9"]] == 0 and half_letter[byte[b'"']] == float("-inf")
+    half_escape = scores_after(index, encode(tokenizer, '{"title":"Café ') + [byte[b"\\"]], len(tokenizer))
+    assert half_escape[byte[b'"']] == 0  # \" : the told quote, not the end of the string
+    assert half_escape[byte[b'",']] == float("-inf") and half_escape[byte[b"n"]] == float("-inf")
+    whole = scores_after(index, encode(tokenizer, '{"title":"Café'), len(tokenizer))
+    assert whole[byte[b'"']] == 0 and whole[byte[b'",']] == 0
+
+
+def test_tokens_that_open_a_copied_string_are_checked(tokenizer, index):
+    opener = {piece: index.by_bytes[piece][0] for piece in (b'"%', b'".', b'"')}
+    told = scores_after(index, encode(tokenizer, '{"title":'), len(tokenizer), JAZZ)  # no % in JAZZ
+    assert told[opener[b'"%']] == float("-inf") and told[opener[b'".']] == 0 and told[opener[b'"']] == 0
+    free = scores_after(index, encode(tokenizer, '{"instanceTypeText":'), len(tokenizer), JAZZ)
+    assert not torch.isinf(free).any()
+
+
+def test_copy_fields_are_configurable(tokenizer, index):
+    description = "Title: Husband material. Contributors: Brenda Jackson."
+    answer = '{"title":"Husband material","contributors":[{"name":"Jackson, Brenda"}]}'
+    assert first_blocked(tokenizer, index, description, answer)[0].endswith('"name":"Jackson')
+    assert first_blocked(tokenizer, index, description, answer, fields=["title"]) is None
+    assert first_blocked(tokenizer, index, description, '{"title":"Husband Material"}', fields=["title"])
+
+
+def test_other_strings_stay_free(tokenizer, index):
+    prefix = '{"title":"The jazz piano book","contributors":[{"name":"Levine, Mark","contributorTypeText":"'
+    for text in (prefix, prefix + 'Aut', '{"instanceTypeText":"', '{"instanceTypeText":"te', '{"languages":["'):
+        assert not torch.isinf(scores_after(index, encode(tokenizer, text), len(tokenizer), JAZZ)).any(), text
+
+
+def test_batch_with_stopped_rows_and_fallback(tokenizer, index):
+    done = encode(tokenizer, '{"title":"SAMS news"}') + [tokenizer.eos_token_id]
+    wrong = encode(tokenizer, '{"title":"Invented')
+    writing = encode(tokenizer, '{"title":"SAMS')
+    width = max(map(len, (done, wrong, writing))) + 2
+    pad = tokenizer.pad_token_id
+    rows = [done + [pad] * (width - len(done)), wrong, writing]
+    processor = CopyProcessor(index, ["Title: SAMS news."] * 3, len(PROMPT))
+    for step in range(width + 1):
+        scores = torch.zeros(3, len(tokenizer))
+        ids = torch.tensor([PROMPT + row[:step] + [pad] * (step - len(row[:step])) for row in rows])
+        processor(ids, scores)
+        assert (scores > float("-inf")).any(dim=1).all()
+    assert not torch.isinf(scores[0]).any() and not torch.isinf(scores[1]).any()  # stopped; invented: fallback
+    assert processor.fallbacks > 0
+    # the other processor allows only tokens this one forbids: leave the row as it was
+    only = torch.full((1, len(tokenizer)), float("-inf"))
+    only[0, encode(tokenizer, " old")[0]] = 1.0
+    processor = CopyProcessor(index, ["Title: SAMS news."], len(PROMPT))
+    processor(torch.tensor([PROMPT + writing]), only)
+    assert only[0, encode(tokenizer, " old")[0]] == 1.0 and processor.fallbacks == 1
+
+
+def test_llamacpp_entry_point_masks_like_torch(tokenizer, index):
+    description, target = EXAMPLES[1]
+    answer = encode(tokenizer, target_json(target))
+    process = CopyProcessor.for_llamacpp(index, description, len(PROMPT))
+    torch_processor = CopyProcessor(index, [description], len(PROMPT))
+    rng = np.random.default_rng(0)
+    for step in range(0, len(answer), 3):
+        scores = rng.standard_normal(len(tokenizer)).astype(np.float32)
+        expected = torch_processor(torch.tensor([PROMPT + answer[:step]]), torch.from_numpy(scores.copy())[None])
+        result = process(np.array(PROMPT + answer[:step], dtype=np.intc), scores)
+        assert np.array_equal(np.isinf(result), torch.isinf(expected[0]).numpy())
+    assert process.processor.fallbacks == 0
+
+
+SCHEMA = {"type": "object", "properties": {
+    "title": {"type": "string"},
+    "subjects": {"type": "array", "maxItems": 3, "items": {
+        "type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]}}},
+    "required": ["title", "subjects"]}
+
+
+@pytest.fixture(scope="module")
+def schema_factory(tokenizer):
+    from folio_llm.evaluation.constrained import schema_processor_factory
+
+    return schema_processor_factory(tokenizer, SCHEMA)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_model_under_both_processors_copies_only(tokenizer, index, schema_factory, seed):
+    """A model of noise, greedy, under the JSON grammar then the copy constraint: every copied
+    value it writes is found in the description."""
+    schema = schema_factory([[]], 0)[0]
+    copy = CopyProcessor(index, [CAFE], len(PROMPT))
+    generator = torch.Generator().manual_seed(seed)
+    tokens: list[int] = []
+    for _ in range(400):
+        input_ids = torch.tensor([PROMPT + tokens])
+        scores = torch.randn(1, len(tokenizer), generator=generator)
+        scores = copy(input_ids, schema(input_ids, scores))
+        token = int(scores.argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        tokens.append(token)
+    record = json.loads(tokenizer.decode(tokens))
+    values = [record["title"]] + [subject["value"] for subject in record["subjects"]]
+    assert all(value in CAFE for value in values), values
+    assert copy.fallbacks == 0
