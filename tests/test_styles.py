@@ -68,8 +68,20 @@ def test_isbd_paragraph_has_areas_and_responsibility():
                                             "contributorTypeText": "Editor"}],
               "physicalDescriptions": ["iii, 45 p. ; 23 cm."]}
     user = renderer(styles={"isbd": 1}, tell={"roles": 1, "natural_names": 1}).render(record, "1").user
-    assert user.startswith("Vacancies in certain judgeships / edited by Mark Levine")
+    # the title as the record has it: names after a ' / ' would make its end a guess
+    assert user.startswith("Vacancies in certain judgeships. — ") or user.startswith("Vacancies in certain judgeships. -- ")
     assert "Washington : [publisher not identified], 1935" in user and "iii, 45 p. ; 23 cm" in user
+    assert "Names: Mark Levine (editor)." in user
+    with_responsibility = {**record, "title": "The jazz piano book / Mark Levine."}
+    assert renderer(styles={"isbd": 1}).render(with_responsibility, "1").user.startswith(
+        "The jazz piano book / Mark Levine. -")
+
+
+def test_prose_sets_the_title_apart_in_quotes():
+    record = {**WRITE_UP, "contributors": [{"name": "Levine, Mark", "contributorNameTypeText": "Personal name"}]}
+    user = renderer(styles={"sentence": 1}, tell={"roles": 0, "natural_names": 1}).render(record, "1").user
+    assert user.startswith('"Vacancies in certain judgeships" by Mark Levine was published by '
+                           "[publisher not identified] in Washington in 1935.")
 
 
 def test_role_words_and_name_order_are_drawn_per_row():

@@ -137,18 +137,24 @@ class Parts:
         return self.separator.join(values)
 
 
-def _by(names: list[tuple[str, str]]) -> str:
-    """"by A and B; edited by C" — names grouped under their role words, in order."""
+def _by(names: list[tuple[str, str]], default: str = "") -> str:
+    """"by A; B; edited by C" — names grouped under their role words, in order; ``default``
+    stands before names without one. Names are joined by '; ': they hold commas and 'and'."""
     groups: list[tuple[str, list[str]]] = []
     for name, role in names:
-        phrase = ROLE_PHRASES.get(role, "by") if role else ""
+        phrase = ROLE_PHRASES.get(role, default) if role else default
         if role and role not in ROLE_PHRASES:
             name = f"{name} ({role})"
         if groups and groups[-1][0] == phrase:
             groups[-1][1].append(name)
         else:
             groups.append((phrase, [name]))
-    return "; ".join(f"{phrase} {' and '.join(ns)}".strip() for phrase, ns in groups)
+    return "; ".join(f"{phrase} {'; '.join(ns)}".strip() for phrase, ns in groups)
+
+
+def _listed(names: list[tuple[str, str]]) -> str:
+    """"A; B (editor)" — names with their role words in brackets."""
+    return "; ".join(f"{name} ({role})" if role else name for name, role in names)
 
 
 def _publication_sentence(pub: dict) -> str:
@@ -191,12 +197,12 @@ def clauses(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
 
 
 def oneline(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
-    """The write-up's own style: 'For Title / names. Published in 1935 by X, Place Subjects are A, B.'"""
-    text = f"For {parts.title()}"
+    """The write-up's own style: 'For Title. By names. Published in 1935 by X, Place Subjects are A, B.'"""
+    text = _sentence(f"For {parts.title()}")
     names = parts.names()
     if names:
-        text = _sentence(text + " / " + _by(names).removeprefix("by "))
-    text = _sentence(text)
+        by = _by(names, "by")
+        text += " " + _sentence(by[:1].upper() + by[1:])
     for edition in parts.texts("editions"):
         text += " " + _sentence(edition)
     for pub in parts.publications():
@@ -222,9 +228,10 @@ def oneline(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
 def isbd(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
     """An ISBD paragraph: 'Title / names. — Edition. — Place : Publisher, Date. — Extent. — (Series)'."""
     dash = rng.choice([". — ", ". -- "])
-    title = parts.title()
+    # the title as the record holds it (with its own statement of responsibility, if any): names
+    # added after ' / ' would make the end of the title a guess
+    areas = [parts.title().rstrip(" .")]
     names = parts.names()
-    areas = [title.rstrip(" ./") + (" / " + _by(names).removeprefix("by ") if names else "")]
     areas += parts.texts("editions")
     for pub in parts.publications():
         area = pub["place"]
@@ -240,6 +247,8 @@ def isbd(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
     if language:
         areas.append(f"Text in {language}")
     text = dash.join(a.rstrip(" .") if not a.endswith(("..", ")")) else a for a in areas if a) + "."
+    if names:
+        text += " Names: " + _sentence(_listed(names))
     subjects = parts.texts("subjects", "value")
     if subjects:
         text += " Subjects: " + _sentence("; ".join(subjects))
@@ -272,12 +281,12 @@ def labels(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
 
 
 def sentence(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
-    """Free prose: 'Title, by A, was published by X in Place in 1989. It is about A and B.'"""
-    title = parts.title()
-    text = f"{title.rstrip(' ./')}"
+    """Free prose: '"Title" by A was published by X in Place in 1989. It is about A; B.' (the
+    title in quotes, as prose sets it apart)."""
+    text = f'"{parts.title().rstrip(" ./")}"'
     names = parts.names()
     if names:
-        text += f", {_by(names)},"
+        text += f" {_by(names, 'by')}"
     pubs = parts.publications()
     if pubs:
         pub = pubs[0]
@@ -287,7 +296,7 @@ def sentence(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
         for other in pubs[1:]:
             text += " " + _sentence(_publication_sentence(other))
     else:
-        text = _sentence(text.rstrip(",") + " is the item")
+        text = _sentence(text + " is the item")
     for edition in parts.texts("editions"):
         text += f" This is the {edition.rstrip('.')}."
     extent = parts.texts("physicalDescriptions")
