@@ -174,8 +174,14 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
     path = Path(path)
     marker = "\ue000PROMPT\ue000"
     fed: list[int] = []
+    answering = [False]  # the engine feeds its own answer tokens back through the same callback
     original_callback = LLModel._prompt_callback
-    LLModel._prompt_callback = staticmethod(lambda token: fed.append(token) or True)
+    LLModel._prompt_callback = staticmethod(lambda token: answering[0] or fed.append(token) or True)
+
+    def on_answer(token: int, text: str) -> bool:
+        answering[0] = True
+        return True
+
     answers, prompts = [], []
     try:
         with _captured_stderr() as log:  # it reports every GPU backend it cannot load
@@ -196,9 +202,10 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
                                                    for m in head])
                 template = rendered.replace("{", "{{").replace("}", "}}").replace(marker, "{0}")
                 fed.clear()
+                answering[0] = False
                 with model.chat_session(system_prompt="", prompt_template=template):
                     answer = model.generate(user, max_tokens=max_new_tokens, temp=0.0, top_k=1,
-                                            repeat_penalty=1.0)
+                                            repeat_penalty=1.0, callback=on_answer)
                 answers.append(answer.strip())
                 prompts.append(list(fed))
         finally:
