@@ -299,24 +299,15 @@ def sentence(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
         text = _sentence(text + " is the item")
     for edition in parts.texts("editions"):
         text += f" This is the {edition.rstrip('.')}."
-    extent = parts.texts("physicalDescriptions")
-    if extent:
-        text += f" It has {'; '.join(extent).rstrip('.')}."
-    series = parts.texts("series", "value")
-    if series:
-        text += f" It is part of the series {'; '.join(series).rstrip('.')}."
-    ids = parts.identifiers()
-    if ids:
-        text += f" Its numbers are {', '.join(map(id_text, ids))}."
-    language = parts.language()
-    if language:
-        text += f" It is written in {language}."
-    subjects = parts.texts("subjects", "value")
-    if subjects:
-        text += f" It is about {'; '.join(subjects).rstrip('.')}."
-    classification = parts.classification()
-    if classification:
-        text += f" The CIP data classes it at {classification}."
+    for sentence_, value in (
+            ("It has {}.", "; ".join(parts.texts("physicalDescriptions")).rstrip(".")),
+            ("It is part of the series {}.", "; ".join(parts.texts("series", "value")).rstrip(".")),
+            ("Its numbers are {}.", ", ".join(map(id_text, parts.identifiers()))),
+            ("It is written in {}.", parts.language()),
+            ("It is about {}.", "; ".join(parts.texts("subjects", "value")).rstrip(".")),
+            ("The CIP data classes it at {}.", parts.classification())):
+        if value:
+            text += " " + sentence_.format(value)
     return text.strip()
 
 
