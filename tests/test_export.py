@@ -192,18 +192,18 @@ def test_a_pre_tokenizer_without_an_older_twin_gets_no_copy_and_one_line(exporte
     assert entry["reason"].startswith("no pre-tokenizer name older engines know splits like 'gpt-4o'")
 
 
-def test_token_identity_catches_a_name_that_splits_numbers_otherwise(exported, real_dataset, tmp_path):
-    """gpt-2's rules keep a run of digits together; SmolLM2's split every digit: years and
-    ISBNs in the test rows come out as other ids."""
+def test_token_identity_catches_a_name_that_splits_otherwise(exported, real_dataset, tmp_path):
+    """falcon's rules split punctuation runs and three-digit groups otherwise than SmolLM2's:
+    the check sees it on real test rows. (gpt-2's rules group digits, but SmolLM2's vocabulary
+    has single digits only, so on this model they give the same ids.)"""
     tmp, _ = exported
     original = tmp / "gguf" / "folio-llm-q8_0.gguf"
-    wrong = write_copy(original, tmp_path / "gpt2.gguf", {PRE_KEY: "gpt-2"})
     tokenizer = load_tokenizer(str(tmp / "merged"))
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False)
              for r in load_jsonl(real_dataset / "openai" / "test.jsonl")]
+    wrong = write_copy(original, tmp_path / "falcon.gguf", {PRE_KEY: "falcon"})
     same = token_identity(original, wrong, texts)
-    assert same["identical"] < same["texts"] == len(texts)
-    assert any(ch.isdigit() for ch in same["first_difference"])
+    assert same["identical"] < same["texts"] == len(texts) and same["first_difference"]
     assert token_ids(original, ["1989"]) == [[tokenizer.convert_tokens_to_ids(d) for d in "1989"]]
 
 
