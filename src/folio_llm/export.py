@@ -207,7 +207,8 @@ def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str
     from folio_llm.models import load_tokenizer
 
     settings = params.export
-    rows = load_test_rows(data_path, settings.parity_rows)[0] if settings.parity_rows else []
+    test_rows = load_test_rows(data_path)[0] if settings.parity_rows or settings.gpt4all else []
+    rows = test_rows[:settings.parity_rows]
     started = time.perf_counter()
     merged = merge(base_dir, adapter_dir, merged_dir)
     metrics: dict = {"merged": {"dir": str(merged), "seconds": round(time.perf_counter() - started, 1),
@@ -222,7 +223,7 @@ def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str
                   params.eval.max_new_tokens), encoding="utf-8")
     compatible = {}
     if settings.gpt4all:
-        conversations = [row["messages"] for row in load_test_rows(data_path)[0]]
+        conversations = [row["messages"] for row in test_rows]
         tokenizer = load_tokenizer(str(merged))
         metrics["gpt4all"] = {}
         for kind in settings.gpt4all:
