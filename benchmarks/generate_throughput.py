@@ -66,7 +66,7 @@ def main(rows, repeats, types, threads, data):
     import torch
 
     from folio_llm.evaluation.generate import generate, inference_dtype, load_for_inference
-    from folio_llm.evaluation.run import load_test_rows
+    from folio_llm.splits import load_test_rows
     from folio_llm.llamacpp import generate as generate_llamacpp
     from folio_llm.llamacpp import load_gguf
     from folio_llm.params import load_params

@@ -37,7 +37,8 @@ def write_corpus(size: int, path: Path) -> None:
 def measure(corpus: Path, work: Path) -> dict:
     from folio_llm.folio.reference import ReferenceData
     from folio_llm.params import parse_params
-    from folio_llm.pipeline import convert, denormalize_file, source_items
+    from folio_llm.pipeline import denormalize_file
+    from folio_llm.sources import convert, source_items
     from folio_llm.records import Denormalizer
 
     if hasattr(os, "sched_setaffinity"):

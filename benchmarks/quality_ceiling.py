@@ -48,7 +48,7 @@ def with_untold(reference: dict, untold: list[str], values: dict) -> dict:
 @click.option("--data", "data_dir", default=str(REPO / "data" / "datasets" / "chat"), show_default=True,
               help="Chat-layout folder with train.jsonl and test.jsonl (meta/ beside it).")
 def main(data_dir):
-    from folio_llm.evaluation.run import load_test_rows
+    from folio_llm.splits import load_test_rows
     from folio_llm.evaluation.scoring import score
     from folio_llm.jsonl import load_jsonl
 

@@ -44,9 +44,10 @@ def test_records(meta: list[dict], denormalized: Path) -> list[tuple[str, dict]]
 @click.option("--copy/--no-copy", default=None, help="Copy constraint [default: params.eval.copy_constraint].")
 @click.option("--params", "params_path", default=str(REPO / "params.yaml"), show_default=True)
 def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, params_path):
-    from folio_llm.cli import _constraint
+    from folio_llm.evaluation.constrained import decoding_constraint
     from folio_llm.evaluation.generate import load_for_inference
-    from folio_llm.evaluation.run import evaluate_model, load_test_rows, load_train_answers
+    from folio_llm.evaluation.run import evaluate_model
+    from folio_llm.splits import load_test_rows, load_train_answers
     from folio_llm.params import load_params
     from folio_llm.prompts import PromptRenderer
 
@@ -57,7 +58,7 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
     records = test_records(meta, Path(denormalized))
     renderer = PromptRenderer(params.dataset, params.seed)
     model, tokenizer = load_for_inference(base_dir, adapter_dir, params.eval.dtype)
-    factory = _constraint(params, tokenizer, None, copy)
+    factory = decoding_constraint(params, tokenizer, None, copy)
     train_answers = load_train_answers(data_path)
     for style in [s for s in styles.split(",") if s] or list(params.dataset.styles):
         examples = [renderer.render(record, key, style) for key, record in records]

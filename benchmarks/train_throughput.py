@@ -107,6 +107,7 @@ def main(steps, batch_size, data, base, precision):
     from folio_llm.models import load_tokenizer
     from folio_llm.params import parse_params
     from folio_llm.training.data import encode_rows
+    from folio_llm.training.loop import RunPaths
     from folio_llm.training.trainer import train
 
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -125,7 +126,7 @@ def main(steps, batch_size, data, base, precision):
         (subset / "train.jsonl").write_text("".join(
             line for line in list(open(Path(data) / "train.jsonl", encoding="utf-8"))[:n_rows]), encoding="utf-8")
 
-        ours = train(params, 42, subset, base_dir, tmp / "adapter", tmp / "ck")
+        ours = train(params, 42, RunPaths(subset, base_dir, tmp / "adapter", tmp / "ck"))
         stock_tok_s = run_stock(base_dir, rows[:n_rows], steps, batch_size, tokenizer.pad_token_id, params.lora)
 
         from transformers import AutoConfig

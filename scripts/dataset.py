@@ -1,5 +1,5 @@
 """DVC stage `dataset`: prompt/target pairs, seeded split, every layout (params: seed, dataset)."""
-from folio_llm.cli import build_dataset
+from folio_llm.commands.dataset import build_dataset
 
 if __name__ == "__main__":
     build_dataset()

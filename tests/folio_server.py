@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 EXACT_UP_TO = 10_000
 
 # FOLIO's list key per reference endpoint. Written out here on purpose rather than imported from
-# folio_llm.folio.snapshot: this server plays the tenant, so a wrong key there must fail the tests.
+# folio_llm.folio.reference: this server plays the tenant, so a wrong key there must fail the tests.
 REFERENCE_KEYS = {
     "alternative-title-types": "alternativeTitleTypes",
     "classification-types": "classificationTypes",

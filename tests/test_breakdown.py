@@ -18,7 +18,7 @@ def rows(real_dataset, split="test"):
 def test_by_style_has_a_row_per_style_and_copied_answers_score_full_marks_on_told_fields(real_dataset):
     answers, meta = rows(real_dataset)
     references = [m["reference"] for m in meta]
-    table = by_style(answers, references, meta, n_boot=200)
+    table = by_style([score_record(a, r) for a, r in zip(answers, references)], meta, n_boot=200)
     assert set(table) == {m["style"] for m in meta} and len(table) >= 4
     assert sum(entry["n"] for entry in table.values()) == len(meta)
     for entry in table.values():

@@ -51,7 +51,7 @@ def test_constrained_decoding_keeps_to_the_target_shape(smollm2_base, real_datas
     import xgrammar as xgr
 
     from folio_llm.evaluation.constrained import schema_processor_factory
-    from folio_llm.evaluation.scoring import target_schema
+    from folio_llm.answers import target_schema
     from folio_llm.params import parse_params
 
     model, tokenizer = load_for_inference(smollm2_base)
@@ -85,7 +85,7 @@ def test_evaluate_refuses_missing_inputs(tiny_base, tmp_path):
 def test_generation_stops_after_one_complete_json_object(tiny_base, real_dataset):
     import torch
 
-    from folio_llm.evaluation.generate import JsonObjectEnd
+    from folio_llm.answers import JsonObjectEnd
     from folio_llm.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_base))
@@ -129,7 +129,7 @@ def test_repetition_loop_ends_a_looping_row_and_no_real_answer(tiny_base, real_d
 def test_a_cut_answer_is_closed_at_its_last_complete_value(real_dataset):
     """Every prefix of real answers (what a loop stop or max_new_tokens leaves) closes into one
     JSON object holding what was complete: nothing invented, nothing half-written."""
-    from folio_llm.evaluation.generate import close_cut_json
+    from folio_llm.answers import close_cut_json
 
     for row in load_jsonl(real_dataset / "openai" / "test.jsonl")[:5]:
         answer = row["messages"][-1]["content"]
@@ -153,8 +153,8 @@ def test_a_cut_answer_is_closed_at_its_last_complete_value(real_dataset):
 def test_copy_constraint_holds_told_values_to_the_description(tiny_base, real_dataset, tmp_path):
     """A random tiny model under the JSON grammar and the copy constraint: every title,
     publisher, place, date and subject it writes is a verbatim span of its description."""
-    from folio_llm.evaluation.generate import close_cut_json
-    from folio_llm.evaluation.scoring import parse_output
+    from folio_llm.answers import close_cut_json
+    from folio_llm.answers import parse_output
 
     params = write_params(tmp_path / "params.yaml", max_new_tokens=120, batch_size=4)
     result = CliRunner().invoke(main, [

@@ -24,12 +24,14 @@ TYPES = ["f16", "q8_0", "q4_k_m"]
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_base, real_dataset, tmp_path_factory):
     from folio_llm.params import parse_params
+    from folio_llm.training.loop import RunPaths
     from folio_llm.training.trainer import train
 
     settings = parse_params({"train": {"max_steps": 3, "batch_size": 4, "learning_rate": 2e-2, "save_every": 100,
                                        "lora": {"rank": 4}}}).train
     tmp = tmp_path_factory.mktemp("tiny-train")
-    train(settings, 42, real_dataset / "chat", tiny_base, tmp / "adapter", tmp / "ck", tmp / "train.json", tmp / "live")
+    train(settings, 42, RunPaths(real_dataset / "chat", tiny_base, tmp / "adapter", tmp / "ck", tmp / "train.json",
+                                 tmp / "live"))
     return tmp / "adapter"
 
 
@@ -223,8 +225,8 @@ def test_real_smollm2_copy_runs_in_gpt4all_with_the_same_tokens_and_writes_json(
     (years, ISBNs, dates) to the ids today's llama.cpp gives the original file; asked in a chat
     session with the training system prompt for a JSON object, it answers with one that parses
     (the untuned model adds prose after it)."""
-    from folio_llm.evaluation.scoring import parse_output
-    from folio_llm.training.data import prompt_text
+    from folio_llm.answers import parse_output
+    from folio_llm.models import prompt_text
 
     original = convert(smollm2_base, tmp_path / "smollm2-q8_0.gguf", "q8_0", "smollm2")
     tokenizer = load_tokenizer(str(smollm2_base))
@@ -245,8 +247,8 @@ def test_real_smollm2_copy_runs_in_gpt4all_with_the_same_tokens_and_writes_json(
 def test_llama_cpp_copy_constraint_keeps_titles_to_the_description(exported, real_dataset):
     """The copy constraint as a llama-cpp-python logits processor, under the llama.cpp JSON
     grammar, on the tiny model: the title it writes is a span of the description."""
-    from folio_llm.evaluation.generate import close_cut_json
-    from folio_llm.evaluation.scoring import parse_output, target_schema
+    from folio_llm.answers import close_cut_json
+    from folio_llm.answers import parse_output, target_schema
     from folio_llm.llamacpp import json_grammar
     from folio_llm.params import parse_params
 

@@ -54,7 +54,7 @@ def test_inputs_are_read_and_bad_lines_reported_by_number(real_dataset, tmp_path
 
 def test_prompt_is_the_training_prompt(real_dataset, tiny_base):
     from folio_llm.models import load_tokenizer
-    from folio_llm.training.data import prompt_text
+    from folio_llm.models import prompt_text
 
     tokenizer = load_tokenizer(str(tiny_base))
     for row in dataset_rows(real_dataset):
@@ -164,13 +164,6 @@ def copy_row(system_prompt, answer: str) -> dict:
 def copied_answers(real_dataset):
     rows = dataset_rows(real_dataset, 10)
     return [json.loads(rows[i]["messages"][-1]["content"]) for i in COPIED]
-
-
-@pytest.fixture(scope="module")
-def smollm2_gguf(smollm2_base, tmp_path_factory):
-    from folio_llm.export import convert
-
-    return convert(smollm2_base, tmp_path_factory.mktemp("gguf") / "smollm2-q8_0.gguf", "q8_0", "smollm2")
 
 
 @pytest.mark.slow

@@ -11,19 +11,17 @@ os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
 from conftest import RAW, REPO  # noqa: E402
 
+from folio_llm.answers import parse_output, target_schema  # noqa: E402
 from folio_llm.evaluation.scoring import (  # noqa: E402
     FIELDS,
     MACRO_FIELDS,
     TARGET_FIELD,
-    FolioSchema,
     name_key,
     normalize,
-    parse_output,
     score,
     score_record,
-    target_schema,
-    to_folio,
 )
+from folio_llm.folio.instance import FolioSchema, to_folio  # noqa: E402
 from folio_llm.params import parse_params  # noqa: E402
 from folio_llm.prompts import target_json  # noqa: E402
 
@@ -313,3 +311,19 @@ def test_evaluate_module_loads_offline_by_path(test_rows):
                          inferred=inferred, n_boot=100)
     assert got == score(predictions, references, transcribed, inferred, n_boot=100)
     assert got["macro"] < 1.0
+
+
+def test_title_fuzzy_is_fingreylits_levenshtein_ratio_at_095():
+    """Levenshtein ratio = 1 - indel distance / total length: 2 letters added to 20 give
+    1 - 2/42 = 0.952 (a hit), 3 give 1 - 3/43 = 0.930 (a miss); one letter changed in 26 is
+    two edits of 52: 0.962 (a hit)."""
+    from folio_llm.evaluation.scoring import compare_records
+
+    def fuzzy(truth: str, pred: str) -> float:
+        return compare_records({"title": truth}, {"title": pred})["title_fuzzy"]["score"]
+
+    base = "abcdefghijklmnopqrst"
+    assert fuzzy(base, base + "uv") == 1.0
+    assert fuzzy(base, base + "uvw") == 0.0
+    assert fuzzy("abcdefghijklmnopqrstuvwxyz", "abcdefghijklmXopqrstuvwxyz") == 1.0
+    assert compare_records({"title": base}, {"title": base + "uv"})["title"]["score"] == 0.0  # exact stays strict

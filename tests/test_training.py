@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from folio_llm.cli import main
 from folio_llm.jsonl import load_jsonl
-from folio_llm.models import ModelError, load_tokenizer, resolve
+from folio_llm.models import ModelError, load_tokenizer, prompt_text, resolve
 from folio_llm.params import parse_params
-from folio_llm.training.data import IGNORE, collate, encode_chat, prompt_text
+from folio_llm.training.data import IGNORE, collate, encode_chat
+from folio_llm.training.loop import RunPaths
 from folio_llm.training.trainer import train
 
 
@@ -66,8 +67,8 @@ def test_loss_falls_and_adapter_is_in_peft_layout(tiny_base, real_dataset, tmp_p
 
     params = parse_params({"train": {"max_steps": 15, "batch_size": 4, "learning_rate": 2e-2, "log_every": 5,
                                      "save_every": 100, "lora": {"rank": 8}}}).train
-    metrics = train(params, 42, real_dataset / "chat", tiny_base, tmp_path / "adapter", tmp_path / "ck",
-                    tmp_path / "metrics.json", tmp_path / "live")
+    metrics = train(params, 42, RunPaths(real_dataset / "chat", tiny_base, tmp_path / "adapter", tmp_path / "ck",
+                                         tmp_path / "metrics.json", tmp_path / "live"))
     assert metrics["steps"] == 15 and metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja"):
         assert (tmp_path / "adapter" / name).is_file()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from folio_llm.evaluation.run import load_test_rows
+from folio_llm.splits import load_test_rows
 from folio_llm.jsonl import write_json
 
 # types llama.cpp's converter writes straight from the safetensors
@@ -113,7 +113,7 @@ def write_ggufs(model_dir: str | Path, out_dir: str | Path, kinds: Sequence[str]
 def ollama_template(tokenizer) -> str:
     """The chat template as an Ollama TEMPLATE (Go template): the training template rendered
     around markers, the markers then swapped for .System, .Prompt and .Response."""
-    from folio_llm.training.data import prompt_text
+    from folio_llm.models import prompt_text
 
     system, user, answer = "\ue000SYSTEM\ue000", "\ue000PROMPT\ue000", "\ue000RESPONSE\ue000"
     head = [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -150,20 +150,20 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     is float32, the weights as they are: bf16 generation flips near-ties itself (a quarter of
     the answers of the default model differ from float32's), so it is no yardstick for the
     GGUF files."""
-    from folio_llm.evaluation.generate import close_cut_json
+    from folio_llm.answers import closed_answer
     from folio_llm.evaluation.generate import generate as generate_hf
     from folio_llm.evaluation.generate import inference_dtype, load_for_inference
     from folio_llm.evaluation.scoring import score
     from folio_llm.gguf_compat import gpt4all_generate, gpt4all_version, token_ids
     from folio_llm.llamacpp import generate as generate_llamacpp
     from folio_llm.llamacpp import load_gguf
-    from folio_llm.training.data import prompt_text
+    from folio_llm.models import prompt_text
 
     conversations = [row["messages"][:-1] for row in rows]
     references = [row["messages"][-1]["content"] for row in rows]
 
     def summary(outputs: list[str], seconds: float) -> dict:
-        report = score([close_cut_json(o) or o for o in outputs], references, n_boot=0)
+        report = score([closed_answer(o) for o in outputs], references, n_boot=0)
         return {"macro": round(report["macro"], 4), "parse_rate": report["parse_rate"],
                 "seconds": round(seconds, 1)}
 

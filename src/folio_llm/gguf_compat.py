@@ -68,7 +68,7 @@ def chatml_template(system_prompt: str) -> str:
 def template_renders_like(tokenizer, template: str, conversations: Sequence[Sequence[dict]]) -> bool:
     """Whether ``template`` renders each conversation (with and without its answer, and without
     its system message) exactly as the training chat template does with the system message."""
-    from folio_llm.training.data import prompt_text
+    from folio_llm.models import prompt_text
 
     def render(messages, chat_template=None, prompt=False):
         return tokenizer.apply_chat_template(list(messages), chat_template=chat_template, tokenize=False,
@@ -102,9 +102,9 @@ def write_copy(source: str | Path, out: str | Path, changes: dict[str, str]) -> 
 
 def token_ids(path: str | Path, texts: Sequence[str]) -> list[list[int]]:
     """llama.cpp's token ids of each text (special tokens parsed, no BOS added), vocabulary only."""
-    from folio_llm.llamacpp import _llama_cpp
+    from folio_llm.llamacpp import llama_cpp_module
 
-    llm = _llama_cpp().Llama(model_path=str(path), vocab_only=True, verbose=False)
+    llm = llama_cpp_module().Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         return [llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) for text in texts]
     finally:
@@ -168,8 +168,8 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
     from gpt4all import GPT4All
     from gpt4all._pyllmodel import LLModel
 
-    from folio_llm.llamacpp import _captured_stderr, threads
-    from folio_llm.training.data import prompt_text
+    from folio_llm.llamacpp import captured_stderr, threads
+    from folio_llm.models import prompt_text
 
     path = Path(path)
     marker = "\ue000PROMPT\ue000"
@@ -184,7 +184,7 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
 
     answers, prompts = [], []
     try:
-        with _captured_stderr() as log:  # it reports every GPU backend it cannot load
+        with captured_stderr() as log:  # it reports every GPU backend it cannot load
             try:
                 model = GPT4All(path.name, model_path=str(path.parent), allow_download=False,
                                 n_threads=threads(), device="cpu", verbose=False)

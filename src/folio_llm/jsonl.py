@@ -1,5 +1,9 @@
 """JSON Lines in and out: line-numbered reading that never raises on a bad line, and
-atomic writing so a killed stage never leaves a half-written output behind."""
+atomic writing so a killed stage never leaves a half-written output behind.
+
+Hand-written rather than the jsonlines package: its reader raises at the first bad line (a
+rejects file needs every bad line with its number and the rest read on), and it has no atomic
+writer."""
 
 from __future__ import annotations
 

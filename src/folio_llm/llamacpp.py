@@ -1,6 +1,6 @@
 """llama.cpp through llama-cpp-python: load a GGUF file, answer conversations greedily, quantize.
 
-Prompts are rendered by the chat template through ``training.data.prompt_text`` and tokenized
+Prompts are rendered by the chat template through ``models.prompt_text`` and tokenized
 by the Hugging Face tokenizer read from the GGUF file itself, so llama.cpp sees exactly the
 token ids the transformers path sees.
 """
@@ -21,7 +21,7 @@ MISSING = "the llama.cpp backend needs llama-cpp-python: pip install 'folio-llm[
 QUANTIZE_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
-def _llama_cpp():
+def llama_cpp_module():
     try:
         import llama_cpp
     except ImportError:
@@ -44,7 +44,7 @@ def load_gguf(path: str | Path, n_ctx: int = 4096):
     """(llama_cpp.Llama, Hugging Face tokenizer) for a GGUF file."""
     from folio_llm.models import load_tokenizer
 
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_module()
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"GGUF file not found: {path}")
@@ -63,7 +63,8 @@ def _stops(tokenizer, prompt_width: int):
     import torch
     from llama_cpp import StoppingCriteriaList
 
-    from folio_llm.evaluation.generate import JsonObjectEnd, RepetitionLoop
+    from folio_llm.answers import JsonObjectEnd
+    from folio_llm.evaluation.generate import RepetitionLoop
 
     def adapt(criterion):
         return lambda input_ids, logits: bool(criterion(torch.as_tensor(input_ids).unsqueeze(0), None)[0])
@@ -76,7 +77,7 @@ def json_grammar(schema: dict):
     """A llama.cpp grammar that keeps answers to a JSON schema (constrained decoding)."""
     import json
 
-    return _llama_cpp().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    return llama_cpp_module().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
@@ -85,7 +86,7 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
     at a time; a row stops at end-of-turn, or where evaluation.generate stops it. With
     ``copy_fields`` the values of those fields may only be verbatim spans of the description
     (the copy constraint as a llama-cpp-python logits processor)."""
-    from folio_llm.training.data import prompt_text
+    from folio_llm.models import prompt_text
 
     if copy_fields:
         from llama_cpp import LogitsProcessorList
@@ -113,7 +114,7 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
 
 def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
     """Quantize a GGUF file (f16 or f32) with llama.cpp's own quantizer (``llama_model_quantize``)."""
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_module()
     if kind not in QUANTIZE_FTYPES:
         raise ValueError(f"llama.cpp quantization to '{kind}' is not wired up (known: {', '.join(QUANTIZE_FTYPES)})")
     if not hasattr(llama_cpp, "llama_model_quantize"):
@@ -124,7 +125,7 @@ def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
     params.ftype = getattr(llama_cpp, QUANTIZE_FTYPES[kind])
     params.nthread = threads()
     out = Path(out)
-    with _captured_stderr() as log:
+    with captured_stderr() as log:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
     if status != 0 or not out.is_file():
         last = (log[0].strip().splitlines() or [f"status {status}"])[-1]
@@ -133,7 +134,7 @@ def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
 
 
 @contextmanager
-def _captured_stderr():
+def captured_stderr():
     """File descriptor 2 into a temporary file: llama.cpp's quantizer prints a line per tensor
     from C, past Python's logging."""
     import sys

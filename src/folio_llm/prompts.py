@@ -59,7 +59,7 @@ def render_clause(template: str, values: dict[str, str]) -> str | None:
     return text
 
 
-def _item_text(field: str, item) -> str:
+def _told_text(field: str, item) -> str:
     if isinstance(item, str):
         return item
     if not isinstance(item, dict):
@@ -91,7 +91,7 @@ def clause_values(record: dict, field: str, separator: str) -> list[dict[str, st
             for p in value if isinstance(p, dict)
         ]
     if isinstance(value, list):
-        texts = [t for t in (_item_text(field, v) for v in value) if t]
+        texts = [t for t in (_told_text(field, v) for v in value) if t]
         return [{field: separator.join(texts)}] if texts else []
     return [{field: str(value)}]
 

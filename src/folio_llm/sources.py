@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from folio_llm.jsonl import JsonlWriter
+from folio_llm.pipeline import Counts, progress, reason_kind
+
 MARC_SUFFIXES = {".mrc", ".marc", ".dat", ".bin", ".xml", ".gz", ".mrk21"}
 JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
 
@@ -157,3 +160,41 @@ class NestedSample:
     def items(self) -> list[dict]:
         """The sample in input order."""
         return [value for _, position, value in sorted(self._heap, key=lambda entry: entry[1])]
+
+
+def convert(items: Iterable[SourceItem], out: str | Path, rejects: str | Path,
+            sample_size: int = 0, seed: int = 0) -> Counts:
+    """Write usable Instances and the rejects. With ``sample_size``, a seeded sample of the
+    usable ones (held in memory, ``sample_size`` at most); without, everything, streamed."""
+    counts = Counts()
+    sample = NestedSample(sample_size, seed) if sample_size else None
+    with JsonlWriter(out) as writer, JsonlWriter(rejects) as rejected:
+        for item in progress(items, "instances"):
+            counts.read += 1
+            if item.instance is None:
+                rejected.write(item.reject())
+                counts.rejected += 1
+                counts.reasons[reason_kind(item.reason or "unknown")] += 1
+            elif sample is None:
+                writer.write(item.instance)
+            else:
+                sample.offer(item.position, item.instance)
+        if sample is not None:
+            writer.write_all(sample.items())
+        counts.written = writer.count
+    counts.not_sampled = counts.read - counts.rejected - counts.written
+    return counts
+
+
+def source_items(kind: str, paths: list[str], rules: str | None = None,
+                 reference_data: str | None = None) -> Iterator[SourceItem]:
+    if kind == "folio-json":
+        return iter_json_instances(paths)
+    if kind == "folio-api":
+        from folio_llm.folio.snapshot import snapshot_instances
+
+        return iter_json_instances([snapshot_instances(path) for path in paths])
+    from folio_llm.marc.rules import RuleEngine
+
+    engine = RuleEngine.from_files(rules, reference_data)
+    return iter_marc_instances(paths, engine)

@@ -1,27 +1,6 @@
 """Evaluation: generate answers for the test split and score them field by field.
 
-The scoring (pure Python, no model needed) lives in :mod:`folio_llm.evaluation.scoring`;
-generation (torch) in :mod:`folio_llm.evaluation.generate`, imported only where needed.
+``scoring`` (pure Python, no model needed) compares answers with references; ``generate``
+(torch) writes the answers; ``run`` ties them together for the evaluate command and stage;
+``breakdown`` splits the scores by description style and inferred field.
 """
-
-from folio_llm.evaluation.scoring import (
-    FIELDS,
-    MACRO_FIELDS,
-    FolioSchema,
-    parse_output,
-    score,
-    score_record,
-    target_schema,
-    to_folio,
-)
-
-__all__ = [
-    "FIELDS",
-    "MACRO_FIELDS",
-    "FolioSchema",
-    "parse_output",
-    "score",
-    "score_record",
-    "target_schema",
-    "to_folio",
-]

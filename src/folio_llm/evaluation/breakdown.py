@@ -11,18 +11,18 @@ INFERRED = {"languages": "languages", "instanceTypeText": "instanceTypeText",
             "modeOfIssuanceText": "modeOfIssuanceText", "contributor_types": "contributors"}
 
 
-def by_style(outputs: Sequence[str], references: Sequence[str], meta: Sequence[dict], n_boot: int = 1000) -> dict:
-    """Per style: rows, macro, and the macros over told and inferred fields, with 95% intervals."""
-    from folio_llm.evaluation.scoring import score
+def by_style(details: Sequence[dict], meta: Sequence[dict], n_boot: int = 1000) -> dict:
+    """Per style: rows, macro, and the macros over told and inferred fields, with 95% intervals
+    (``details``: each row's :func:`~folio_llm.evaluation.scoring.score_record`)."""
+    from folio_llm.evaluation.scoring import summarize
 
     groups: dict[str, list[int]] = {}
     for index, row in enumerate(meta):
         groups.setdefault(row.get("style", "clauses"), []).append(index)
     table = {}
     for style, rows in sorted(groups.items()):
-        report = score([outputs[i] for i in rows], [references[i] for i in rows],
-                       transcribed=[meta[i]["transcribed"] for i in rows],
-                       inferred=[meta[i]["inferred"] for i in rows], n_boot=n_boot)
+        report = summarize([details[i] for i in rows], transcribed=[meta[i]["transcribed"] for i in rows],
+                           inferred=[meta[i]["inferred"] for i in rows], n_boot=n_boot)
         table[style] = {"n": len(rows), **{key: report[key] for key in (
             "macro", "macro_ci", "macro_transcribed", "macro_transcribed_ci", "macro_inferred", "macro_inferred_ci")}}
     return table

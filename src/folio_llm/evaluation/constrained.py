@@ -76,3 +76,14 @@ def compose(*factories):
     if not factories:
         return None
     return lambda conversations, width: [p for f in factories for p in f(conversations, width)]
+
+
+def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy: bool | None = None):
+    """The logits-processor factory ``params.eval`` asks for (the JSON schema of the targets,
+    then the copy constraint), or None; ``constrained``/``copy`` override the params."""
+    from folio_llm.answers import target_schema
+
+    schema = params.eval.constrained if constrained is None else constrained
+    copy = params.eval.copy_constraint if copy is None else copy
+    return compose(schema_processor_factory(tokenizer, target_schema(params.denormalize.fields)) if schema else None,
+                   copy_processor_factory(tokenizer, params.eval.copy_fields) if copy else None)

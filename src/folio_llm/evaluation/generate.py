@@ -1,5 +1,5 @@
 """Batched greedy generation with a KV cache: the prompts are rendered by the chat template
-(``training.data.prompt_text``), the same renderer training used."""
+(``models.prompt_text``), the same renderer training used."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from folio_llm.training.data import prompt_text
+from folio_llm.answers import JsonObjectEnd
+from folio_llm.models import prompt_text
 
 
 def inference_dtype(dtype: str) -> str:
@@ -53,95 +54,8 @@ def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = N
     return model, tokenizer
 
 
-class JsonObjectEnd:
-    """Stopping criterion: a row is done once its answer holds one complete JSON object.
-
-    Nothing after the closing brace is ever scored, and a base model that rambles on after
-    its JSON would otherwise run to max_new_tokens. Tracks strings, escapes and brace depth
-    incrementally, one new token per row per step."""
-
-    def __init__(self, tokenizer, prompt_width: int, batch_size: int):
-        self.tokenizer = tokenizer
-        self.prompt_width = prompt_width
-        self.state = [{"depth": 0, "in_string": False, "escape": False, "done": False} for _ in range(batch_size)]
-
-    def _feed(self, state: dict, text: str) -> None:
-        for char in text:
-            if state["done"]:
-                return
-            if state["in_string"]:
-                if state["escape"]:
-                    state["escape"] = False
-                elif char == "\\":
-                    state["escape"] = True
-                elif char == '"':
-                    state["in_string"] = False
-            elif char == '"' and state["depth"] > 0:
-                state["in_string"] = True
-            elif char == "{":
-                state["depth"] += 1
-            elif char == "}" and state["depth"] > 0:
-                state["depth"] -= 1
-                state["done"] = state["depth"] == 0
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        if input_ids.shape[1] > self.prompt_width:
-            for state, token in zip(self.state, input_ids[:, -1].tolist()):
-                self._feed(state, self.tokenizer.decode([token]))
-        return torch.tensor([s["done"] for s in self.state], dtype=torch.bool, device=input_ids.device)
 
 
-def close_cut_json(text: str) -> str | None:
-    """An answer cut off inside its JSON object (a repetition loop or max_new_tokens ended it),
-    cut back to its last complete value and closed: the record as far as it was written.
-
-    None when ``text`` is not the prefix of one JSON object or already parses. The cut comes
-    after the last whole field of the record or whole item of a list (an item that is an
-    object is kept only complete); what follows is dropped and the open containers closed."""
-    import json
-
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        json.loads(stripped)
-        return None
-    except json.JSONDecodeError:
-        pass
-    stack: list[str] = []
-    in_string = escape = False
-    best: tuple[int, str] | None = None
-    for index, char in enumerate(stripped):
-        if in_string:
-            if escape:
-                escape = False
-            elif char == "\\":
-                escape = True
-            elif char == '"':
-                in_string = False
-            continue
-        if char == '"':
-            in_string = True
-        elif char in "{[":
-            stack.append("}" if char == "{" else "]")
-        elif char in "}]":
-            if not stack:
-                return None
-            stack.pop()
-            if stack and (stack[-1] == "]" or len(stack) == 1):
-                best = (index + 1, "".join(reversed(stack)))
-        elif char == "," and stack and (stack[-1] == "]" or len(stack) == 1):
-            best = (index, "".join(reversed(stack)))
-    if best is None:
-        return None
-    candidate = stripped[:best[0]] + best[1]
-    try:
-        json.loads(candidate)
-    except json.JSONDecodeError:
-        return None
-    return candidate
 
 
 class RepetitionLoop:

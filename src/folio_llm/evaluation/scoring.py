@@ -28,16 +28,15 @@ record lacks); ``unparseable="empty"`` reproduces FinGreyLit exactly.
 
 from __future__ import annotations
 
-import difflib
-import functools
 import json
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import unquote, urlparse
 
-from folio_llm.records import LABEL_KEYS
+from folio_llm.answers import parse_output, validator_for
+from folio_llm.evaluation import bootstrap
+from folio_llm.folio.instance import FolioSchema, as_folio_schema, to_folio
 
 FIELDS: tuple[str, ...] = (
     "title",
@@ -72,7 +71,7 @@ TARGET_FIELD: dict[str, str] = {
 }
 
 OUTCOMES = ("exact", "partial", "missing", "hallucinated", "wrong", "both_empty", "unparsed")
-FUZZY_THRESHOLD = 0.95  # FinGreyLit's ALMOST_THRESHOLD (there Levenshtein.ratio; here difflib)
+FUZZY_THRESHOLD = 0.95  # FinGreyLit's ALMOST_THRESHOLD on Levenshtein.ratio (= rapidfuzz's fuzz.ratio / 100)
 
 # ---------------------------------------------------------------------------------------
 # normalization
@@ -104,47 +103,7 @@ def name_key(name: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# parsing
-
-_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-
-
-def _first_object(text: str) -> dict | None:
-    """The JSON object starting at the first '{' of ``text`` (trailing text ignored)."""
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def parse_output(text: Any) -> tuple[dict | None, bool]:
-    """(the JSON object in ``text`` or None, whether ``text`` is strictly one JSON object).
-
-    Strict: ``json.loads(text)`` (surrounding whitespace allowed) gives an object. Lenient:
-    otherwise the first object inside a code fence (```json ... ```), or the object starting
-    at the first '{' with leading and trailing prose ignored. A truncated object parses in
-    neither way (only the first '{' is tried, so an inner complete object is never taken
-    for the record)."""
-    if isinstance(text, dict):
-        return text, True
-    if not isinstance(text, str):
-        return None, False
-    try:
-        value = json.loads(text)
-        if isinstance(value, dict):
-            return value, True
-    except (json.JSONDecodeError, RecursionError):
-        pass
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    for candidate in candidates:
-        value = _first_object(candidate)
-        if value is not None:
-            return value, False
-    return None, False
+# the reference
 
 
 def _load_reference(reference: Any) -> dict:
@@ -154,225 +113,6 @@ def _load_reference(reference: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"reference is not a JSON object: {str(reference)[:80]!r}")
     return value
-
-
-# ---------------------------------------------------------------------------------------
-# target schema
-
-_STRING_FIELDS = {"title", "indexTitle", "hrid", "source", "matchKey", "catalogedDate", "statusUpdatedDate"}
-_STRING_LIST_FIELDS = {
-    "editions", "physicalDescriptions", "languages", "publicationFrequency", "publicationRange",
-    "administrativeNotes",
-}
-_BOOLEAN_KEYS = {"primary", "staffOnly", "discoverySuppress", "staffSuppress", "previouslyHeld", "deleted"}
-_REQUIRED_ITEM_KEYS = {
-    "contributors": ["name"],
-    "identifiers": ["value"],
-    "series": ["value"],
-    "subjects": ["value"],
-    "classifications": ["classificationNumber"],
-    "alternativeTitles": ["alternativeTitle"],
-    "notes": ["note"],
-}
-
-
-def _field_schema(name: str, keys: list[str] | None) -> dict:
-    if keys:
-        properties = {k: {"type": "boolean" if k in _BOOLEAN_KEYS else "string"} for k in keys}
-        item = {"type": "object", "properties": properties, "additionalProperties": False}
-        required = [k for k in _REQUIRED_ITEM_KEYS.get(name, []) if k in keys]
-        if required:
-            item["required"] = required
-        return {"type": "array", "items": item}
-    if name in _STRING_FIELDS or name.endswith("Text"):
-        return {"type": "string"}
-    if name in _STRING_LIST_FIELDS or name.endswith("Texts"):
-        return {"type": "array", "items": {"type": "string"}}
-    if name in _BOOLEAN_KEYS:
-        return {"type": "boolean"}
-    return {}
-
-
-def target_schema(fields: dict[str, list[str] | None] | None = None) -> dict:
-    """JSON schema of the answer's shape from ``denormalize.fields`` (field -> kept keys, or
-    None for a scalar / list of strings). Plain draft-2020-12 keywords only (type, properties,
-    items, required, additionalProperties), so xgrammar can compile it for constrained
-    decoding. ``title`` is required; nothing else is."""
-    if fields is None:
-        from folio_llm.params import DEFAULT_FIELDS
-
-        fields = DEFAULT_FIELDS
-    properties = {name: _field_schema(name, keys) for name, keys in fields.items()}
-    schema = {"type": "object", "properties": properties, "additionalProperties": False}
-    if "title" in properties:
-        schema["required"] = ["title"]
-    return schema
-
-
-def _validator(schema: dict | None):
-    from jsonschema import Draft202012Validator
-
-    if schema is None:
-        return _default_validator()
-    return Draft202012Validator(schema)
-
-
-@functools.lru_cache(maxsize=1)
-def _default_validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(target_schema())
-
-
-# ---------------------------------------------------------------------------------------
-# FOLIO: labels back to UUIDs, and FOLIO's own Instance schema
-
-# label key -> (reference-data kind, UUID key): the inverse of records.LABEL_KEYS
-LABEL_TO_ID: dict[str, tuple[str, str]] = {label: (kind, uuid_key) for uuid_key, (kind, label) in LABEL_KEYS.items()}
-FREE_TEXT_LABELS = {"contributorTypeText"}  # FOLIO keeps an unmatched one as free text
-INSTANCE_SCHEMA = Path("inventory-storage") / "instance-storage" / "instance.json"
-
-
-def _local_retrieve(uri: str):
-    """Fetch a $ref'd schema from the local file system only (no network)."""
-    from referencing import Resource
-    from referencing.exceptions import NoSuchResource
-    from referencing.jsonschema import DRAFT4
-
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise NoSuchResource(ref=uri)
-    path = Path(unquote(parsed.path))
-    try:
-        contents = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NoSuchResource(ref=uri) from None
-    return Resource.from_contents(contents, default_specification=DRAFT4)
-
-
-class FolioSchema:
-    """FOLIO's Instance JSON schema (draft-04) with its relative ``$ref`` files resolved
-    from the same folder tree (``../common/uuid.json``, ``../../raml-util/schemas/...``).
-
-    ``path``: the schemas root (holding ``inventory-storage/`` and ``raml-util/``) or the
-    ``instance.json`` file itself."""
-
-    def __init__(self, path: str | Path):
-        from jsonschema import Draft4Validator
-        from referencing import Registry
-
-        path = Path(path)
-        if path.is_dir():
-            path = path / INSTANCE_SCHEMA
-        if not path.is_file():
-            raise FileNotFoundError(f"FOLIO instance schema not found: {path}")
-        self.path = path.resolve()
-        self.uri = self.path.as_uri()
-        schema = json.loads(self.path.read_text(encoding="utf-8"))
-        # draft-04 takes the base URI for relative $refs from "id"
-        self.schema = {**schema, "id": self.uri}
-        self.registry = Registry(retrieve=_local_retrieve)
-        self.validator = Draft4Validator(self.schema, registry=self.registry)
-
-    def errors(self, instance: dict) -> list[str]:
-        return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                for e in self.validator.iter_errors(instance)]
-
-    def is_valid(self, instance: dict) -> bool:
-        return self.validator.is_valid(instance)
-
-    def prune(self, instance: Any) -> Any:
-        """Fit ``instance`` to the schema's shape without inventing anything: drop the keys a
-        closed (additionalProperties: false) object does not allow, and repeated items of a
-        uniqueItems array (dropping sourceId/typeId leaves MARC-mapped subjects doubled)."""
-        return self._prune(instance, self.schema, self.registry.resolver(base_uri=self.uri))
-
-    def _prune(self, value, node, resolver):
-        while isinstance(node, dict) and "$ref" in node:
-            resolved = resolver.lookup(node["$ref"])
-            node, resolver = resolved.contents, resolved.resolver
-        if not isinstance(node, dict):
-            return value
-        if isinstance(value, dict):
-            properties = node.get("properties") or {}
-            closed = node.get("additionalProperties") is False
-            return {k: self._prune(v, properties[k], resolver) if k in properties else v
-                    for k, v in value.items() if k in properties or not closed}
-        if isinstance(value, list) and isinstance(node.get("items"), dict):
-            items = [self._prune(v, node["items"], resolver) for v in value]
-            if node.get("uniqueItems"):
-                seen: set[str] = set()
-                unique = []
-                for item in items:
-                    key = json.dumps(item, sort_keys=True, ensure_ascii=False)
-                    if key not in seen:
-                        seen.add(key)
-                        unique.append(item)
-                items = unique
-            return items
-        return value
-
-
-def _as_folio_schema(folio_schema) -> FolioSchema | None:
-    if folio_schema is None or isinstance(folio_schema, FolioSchema):
-        return folio_schema
-    return FolioSchema(folio_schema)
-
-
-def to_folio(record: dict, reference, schema: FolioSchema | str | Path | None = None) -> tuple[dict, list[dict]]:
-    """A denormalized record (labels) back to a FOLIO Instance (reference UUIDs).
-
-    ``xxxText`` -> ``xxxId`` and ``xxxTexts`` -> ``xxxIds`` through ``reference``
-    (:class:`~folio_llm.folio.reference.ReferenceData`, name or code, case-insensitive). A
-    ``contributorTypeText`` that names no contributor type stays as FOLIO's free-text
-    ``contributorTypeText``; any other label that matches nothing is dropped (never guessed)
-    and listed in ``unknown_labels`` as ``{"path", "kind", "label"}``. ``source`` is set to
-    "FOLIO". With ``schema`` (:class:`FolioSchema` or its path) the result is fitted to the
-    Instance schema (:meth:`FolioSchema.prune`: keys it does not allow dropped, repeated items
-    of uniqueItems arrays removed). Returns ``(instance, unknown_labels)``."""
-    unknown: list[dict] = []
-
-    def lookup(kind: str, label: Any, path: str) -> str | None:
-        uuid = reference.id_for(kind, label) if isinstance(label, str) else None
-        if uuid is None:
-            unknown.append({"path": path, "kind": kind, "label": label})
-        return uuid
-
-    def walk(value: Any, path: str) -> Any:
-        if isinstance(value, list):
-            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if not isinstance(value, dict):
-            return value
-        out: dict = {}
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else key
-            if key not in LABEL_TO_ID:
-                if key not in out:
-                    out[key] = walk(item, where)
-                continue
-            kind, uuid_key = LABEL_TO_ID[key]
-            if isinstance(item, list):
-                ids = [lookup(kind, label, f"{where}[{i}]") for i, label in enumerate(item)]
-                if any(ids):
-                    out[uuid_key] = [i for i in ids if i]
-            elif key in FREE_TEXT_LABELS:
-                uuid = reference.id_for(kind, item) if isinstance(item, str) else None
-                if uuid:
-                    out[uuid_key] = uuid
-                elif item not in (None, ""):
-                    out[key] = item
-            elif item not in (None, ""):
-                uuid = lookup(kind, item, where)
-                if uuid:
-                    out[uuid_key] = uuid
-        return out
-
-    instance = walk(record, "") if isinstance(record, dict) else {}
-    instance["source"] = "FOLIO"
-    schema = _as_folio_schema(schema)
-    if schema is not None:
-        instance = schema.prune(instance)
-    return instance, unknown
 
 
 # ---------------------------------------------------------------------------------------
@@ -387,14 +127,14 @@ def _items(value: Any) -> list:
     return [value]
 
 
-def _item_text(item: Any, key: str | None) -> Any:
+def _key_value(item: Any, key: str | None) -> Any:
     if isinstance(item, dict):
         return item.get(key) if key else None
     return item if not isinstance(item, list) else None
 
 
 def _text_set(record: dict, field: str, key: str | None = None) -> set[str]:
-    values = {normalize(_item_text(item, key)) for item in _items(record.get(field))}
+    values = {normalize(_key_value(item, key)) for item in _items(record.get(field))}
     values.discard("")
     return values
 
@@ -461,7 +201,9 @@ def _exact(a, b) -> float:
 
 
 def _fuzzy(a: str, b: str) -> float:
-    return 1.0 if a == b or difflib.SequenceMatcher(None, a, b).ratio() >= FUZZY_THRESHOLD else 0.0
+    from rapidfuzz import fuzz
+
+    return 1.0 if a == b or fuzz.ratio(a, b) / 100 >= FUZZY_THRESHOLD else 0.0
 
 
 def _string(record: dict, field: str) -> str:
@@ -545,7 +287,7 @@ def score_record(prediction_text: Any, reference_text: Any, *, schema: dict | No
         raise ValueError("unparseable must be 'zero' or 'empty'")
     truth = _load_reference(reference_text)
     parsed, strict = parse_output(prediction_text)
-    validator = _validator_obj or _validator(schema)
+    validator = _validator_obj or validator_for(schema)
     detail: dict = {
         "parsed": parsed,
         "parse_strict": strict,
@@ -554,7 +296,7 @@ def score_record(prediction_text: Any, reference_text: Any, *, schema: dict | No
         "folio_valid": None,
         "unknown_labels": None,
     }
-    folio = _as_folio_schema(folio_schema)
+    folio = as_folio_schema(folio_schema)
     if folio is not None and reference_data is not None:
         if parsed is None:
             detail["folio_valid"] = False
@@ -568,51 +310,6 @@ def score_record(prediction_text: Any, reference_text: Any, *, schema: dict | No
 
 # ---------------------------------------------------------------------------------------
 # the report
-
-
-def _macro(scores, mask):
-    """Mean over fields (columns with any pair in ``mask``) of the mean per-record score."""
-    import numpy as np
-
-    counts = mask.sum(axis=0)
-    sums = np.where(mask, scores, 0.0).sum(axis=0)
-    used = counts > 0
-    if not used.any():
-        return None
-    return float((sums[used] / counts[used]).mean())
-
-
-def _bootstrap(scores, masks: dict, n_boot: int, seed: int) -> dict[str, list[float] | None]:
-    """95% percentile intervals of each macro, records resampled with replacement.
-
-    A resample is drawn as multinomial counts per record, so each macro of a resample is
-    (counts @ scores) / (counts @ mask) per field, then the mean over fields with pairs."""
-    import numpy as np
-
-    n = scores.shape[0]
-    if n == 0 or n_boot <= 0:
-        return {name: None for name in masks}
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[float] | None] = {}
-    draws = [rng.multinomial(n, np.full(n, 1.0 / n), size=min(256, n_boot - start))
-             for start in range(0, n_boot, 256)]
-    for name, mask in masks.items():
-        values = []
-        weighted = np.where(mask, scores, 0.0)
-        maskf = mask.astype(float)
-        for counts in draws:
-            sums, totals = counts @ weighted, counts @ maskf
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(totals > 0, sums / np.where(totals > 0, totals, 1), np.nan)
-            used = totals > 0
-            per_sample = np.where(used.any(axis=1), np.nansum(means, axis=1) / np.maximum(used.sum(axis=1), 1),
-                                  np.nan)
-            values.append(per_sample)
-        values = np.concatenate(values)
-        values = values[~np.isnan(values)]
-        out[name] = ([float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-                     if values.size else None)
-    return out
 
 
 def _row_fields(row: Any) -> set[str] | None:
@@ -631,11 +328,9 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
 
     ``transcribed`` / ``inferred``: per row, the target fields the prompt told / did not tell
     (the dataset's meta rows). ``schema``: the target shape (default
-    :func:`target_schema` of the default ``denormalize.fields``). ``folio_schema`` (path or
+    :func:`folio_llm.answers.target_schema` of the default ``denormalize.fields``). ``folio_schema`` (path or
     :class:`FolioSchema`) with ``reference_data``: also ``folio_schema_valid_rate``.
     ``n_boot`` bootstrap resamples with ``seed`` for the 95% intervals (0 = none)."""
-    import numpy as np
-
     predictions, references = list(predictions), list(references)
     transcribed = list(transcribed) if transcribed is not None else None
     inferred = list(inferred) if inferred is not None else None
@@ -644,13 +339,26 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
     for name, rows in (("transcribed", transcribed), ("inferred", inferred)):
         if rows is not None and len(rows) != len(references):
             raise ValueError(f"{len(rows)} {name} rows but {len(references)} references")
-    validator = _validator(schema)
-    folio = _as_folio_schema(folio_schema)
+    validator = validator_for(schema)
+    folio = as_folio_schema(folio_schema)
     details = [
         score_record(p, r, folio_schema=folio, reference_data=reference_data, unparseable=unparseable,
                      _validator_obj=validator)
         for p, r in zip(predictions, references)
     ]
+    return summarize(details, transcribed, inferred, folio_checked=folio is not None and reference_data is not None,
+                     n_boot=n_boot, seed=seed, unparseable=unparseable)
+
+
+def summarize(details: Sequence[dict], transcribed: Sequence | None = None, inferred: Sequence | None = None, *,
+              folio_checked: bool = False, n_boot: int = 1000, seed: int = 0, unparseable: str = "zero") -> dict:
+    """The report over per-record details (:func:`score_record`), so a caller that keeps the
+    details (the predictions file) scores each answer once. Arguments as in :func:`score`."""
+    import numpy as np
+
+    details = list(details)
+    transcribed = list(transcribed) if transcribed is not None else None
+    inferred = list(inferred) if inferred is not None else None
     n = len(details)
 
     def rate(key: str) -> float | None:
@@ -698,12 +406,12 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
         "schema_valid_rate": rate("schema_valid"),
         "folio_schema_valid_rate": rate("folio_valid"),
     }
-    if folio is not None and reference_data is not None:
+    if folio_checked:
         report["folio_unknown_labels"] = sum(len(d["unknown_labels"] or []) for d in details)
-    intervals = _bootstrap(scores, masks, n_boot, seed)
+    intervals = bootstrap.intervals(scores, masks, n_boot, seed)
     for name in ("macro", "macro_present", "macro_transcribed", "macro_inferred"):
         if name in masks:
-            report[name] = _macro(scores, masks[name])
+            report[name] = bootstrap.macro(scores, masks[name])
             report[f"{name}_ci"] = intervals[name]
         else:
             report[name] = None
@@ -723,6 +431,6 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
 
 
 __all__ = [
-    "FIELDS", "MACRO_FIELDS", "TARGET_FIELD", "OUTCOMES", "FolioSchema", "normalize", "name_key",
-    "parse_output", "target_schema", "to_folio", "compare_records", "score_record", "score", "set_f1",
+    "FIELDS", "MACRO_FIELDS", "TARGET_FIELD", "OUTCOMES", "normalize", "name_key", "compare_records",
+    "score_record", "score", "summarize", "set_f1",
 ]

@@ -1,8 +1,9 @@
 """A logged-in session with a live FOLIO tenant, through folioclient (FOLIO-FSE's client).
 
 folioclient logs in the way Okapi and Eureka tenants both take it (`/authn/login-with-expiry`,
-token cookies, a fresh login after a 401). Retries are done here: folioclient's own are set by
-environment variables read when it is imported, are off by default, and never cover timeouts.
+token cookies, a fresh login after a 401). Retries are done here (``RetryPolicy``), hand-written
+because folioclient's own are set by environment variables read when it is imported, are off by
+default, and never cover timeouts.
 
 Credentials come from the environment only (``FOLIO_URL``, ``FOLIO_TENANT``, ``FOLIO_USERNAME``,
 ``FOLIO_PASSWORD``). No message or log line written here holds one: errors name the request

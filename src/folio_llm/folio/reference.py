@@ -15,26 +15,28 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = (
-    "alternative-title-types",
-    "classification-types",
-    "contributor-name-types",
-    "contributor-types",
-    "electronic-access-relationships",
-    "identifier-types",
-    "instance-date-types",
-    "instance-formats",
-    "instance-note-types",
-    "instance-relationship-types",
-    "instance-statuses",
-    "instance-types",
-    "modes-of-issuance",
-    "nature-of-content-terms",
-    "statistical-code-types",
-    "statistical-codes",
-    "subject-sources",
-    "subject-types",
-)
+# each reference-data kind (its file or folder here, its endpoint in FOLIO) -> the list key of the
+# endpoint's answer (FOLIO's names are not all regular)
+KINDS = {
+    "alternative-title-types": "alternativeTitleTypes",
+    "classification-types": "classificationTypes",
+    "contributor-name-types": "contributorNameTypes",
+    "contributor-types": "contributorTypes",
+    "electronic-access-relationships": "electronicAccessRelationships",
+    "identifier-types": "identifierTypes",
+    "instance-date-types": "instanceDateTypes",
+    "instance-formats": "instanceFormats",
+    "instance-note-types": "instanceNoteTypes",
+    "instance-relationship-types": "instanceRelationshipTypes",
+    "instance-statuses": "instanceStatuses",
+    "instance-types": "instanceTypes",
+    "modes-of-issuance": "issuanceModes",
+    "nature-of-content-terms": "natureOfContentTerms",
+    "statistical-code-types": "statisticalCodeTypes",
+    "statistical-codes": "statisticalCodes",
+    "subject-sources": "subjectSources",
+    "subject-types": "subjectTypes",
+}
 
 
 # file names that data-import-processing-core's test resources use for some kinds

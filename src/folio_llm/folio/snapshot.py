@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from folio_llm.folio.api import INSTANCES_PATH, FolioApi, FolioApiError, RetryPolicy
+from folio_llm.folio.reference import KINDS
 from folio_llm.jsonl import JsonlWriter, write_json
 from folio_llm.sources import NestedSample
 
@@ -44,27 +45,6 @@ RULES_PATH = "/mapping-rules/marc-bib"
 SCAN_PAGE = 1000
 MIN_GAPS = 20  # fewer gaps between neighbouring ids tell too little to judge their spread
 
-# the list key of each reference-data endpoint's answer (FOLIO's names are not all regular)
-REFERENCE_KEYS = {
-    "alternative-title-types": "alternativeTitleTypes",
-    "classification-types": "classificationTypes",
-    "contributor-name-types": "contributorNameTypes",
-    "contributor-types": "contributorTypes",
-    "electronic-access-relationships": "electronicAccessRelationships",
-    "identifier-types": "identifierTypes",
-    "instance-date-types": "instanceDateTypes",
-    "instance-formats": "instanceFormats",
-    "instance-note-types": "instanceNoteTypes",
-    "instance-relationship-types": "instanceRelationshipTypes",
-    "instance-statuses": "instanceStatuses",
-    "instance-types": "instanceTypes",
-    "modes-of-issuance": "issuanceModes",
-    "nature-of-content-terms": "natureOfContentTerms",
-    "statistical-code-types": "statisticalCodeTypes",
-    "statistical-codes": "statisticalCodes",
-    "subject-sources": "subjectSources",
-    "subject-types": "subjectTypes",
-}
 
 
 class SnapshotError(ValueError):
@@ -88,7 +68,7 @@ def snapshot_instances(path: str | Path) -> Path:
 
 # --- sampling ---------------------------------------------------------------------------
 
-def where(query: str = "", condition: str | None = None) -> str:
+def cql_query(query: str = "", condition: str | None = None) -> str:
     """The CQL for ``query`` (a filter) narrowed by ``condition``, sorted by id."""
     parts = [p for p in (condition, f"({query})" if query else None) if p]
     return (" and ".join(parts) or "cql.allRecords=1") + " sortBy id"
@@ -128,7 +108,7 @@ def read_by_id(fetch: Callable[[str, int], list[dict]], query: str = "", what: s
     """Every record of ``query``, in id order, a page at a time (``id>"last"``: no deep offsets)."""
     last = None
     while True:
-        batch = fetch(where(query, f'id>"{last}"' if last else None), SCAN_PAGE)
+        batch = fetch(cql_query(query, f'id>"{last}"' if last else None), SCAN_PAGE)
         yield from batch
         if len(batch) < SCAN_PAGE:
             return
@@ -137,17 +117,17 @@ def read_by_id(fetch: Callable[[str, int], list[dict]], query: str = "", what: s
 
 def _draw_uuid(pages, rng: random.Random, query: str, page_size: int, matching: int) -> list[dict]:
     boundary = uuid.UUID(int=rng.getrandbits(128))
-    batch = pages.page(where(query, f'id>="{boundary}"'), page_size)
+    batch = pages.page(cql_query(query, f'id>="{boundary}"'), page_size)
     if len(batch) < page_size:  # past the highest id: go on from the lowest, as on a circle
-        batch += pages.page(where(query), page_size - len(batch))
+        batch += pages.page(cql_query(query), page_size - len(batch))
     return batch
 
 
 def _draw_offset(pages, rng: random.Random, query: str, page_size: int, matching: int) -> list[dict]:
     start = rng.randrange(matching)
-    batch = pages.page(where(query), page_size, start)
+    batch = pages.page(cql_query(query), page_size, start)
     if len(batch) < page_size:  # past the last position: go on from the first
-        batch += pages.page(where(query), page_size - len(batch))
+        batch += pages.page(cql_query(query), page_size - len(batch))
     return batch
 
 
@@ -200,7 +180,7 @@ def draw_sample(pages, size: int, seed: int, query: str = "", strategy: str = "u
         raise SnapshotError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if page_size < 1 or size < 0:
         raise SnapshotError("page size must be >= 1 and sample size >= 0")
-    matching = pages.count(where(query), exact=strategy == "offset")
+    matching = pages.count(cql_query(query), exact=strategy == "offset")
     if size == 0 or matching <= 2 * size:
         records: Iterable[dict] = read_by_id(pages.page, query, f"GET {INSTANCES_PATH}")
         if size:
@@ -235,7 +215,7 @@ def _fetch_reference(api: FolioApi, folder: Path) -> tuple[dict[str, int], list[
     """Every kind the tenant serves, as ``<kind>.json``; the kinds it has not (404) are listed."""
     counts: dict[str, int] = {}
     missing: list[str] = []
-    for kind, key in REFERENCE_KEYS.items():
+    for kind, key in KINDS.items():
         path = f"/{kind}"
         try:
             entries = list(read_by_id(lambda cql, limit: api.get_list(path, key, query=cql, limit=limit)[0],
@@ -339,7 +319,7 @@ def fetch_snapshot(out: str | Path, *, sample_size: int, seed: int, query: str =
     return manifest
 
 
-def warnings(manifest: dict) -> list[str]:
+def snapshot_notes(manifest: dict) -> list[str]:
     """What a user of the snapshot should know: missing parts, ids that are not random."""
     notes = []
     if manifest.get("reference_data_missing"):

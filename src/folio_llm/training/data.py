@@ -1,7 +1,7 @@
 """Chat rows -> token ids and labels, and length-bucketed batches with little padding.
 
 The chat template is the one renderer of prompts: training, evaluation and prediction all call
-``prompt_text``/``encode_chat`` here, so they cannot disagree. Loss is on the answer only:
+``models.prompt_text`` (``encode_chat`` here builds on it), so they cannot disagree. Loss is on the answer only:
 system and user tokens are masked (-100), the end-of-turn token that closes the answer is
 in the loss, and the pad token differs from it.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Sequence
+
+from folio_llm.models import prompt_text
 
 IGNORE = -100
 
@@ -26,13 +28,6 @@ class Encoded:
     @property
     def answer_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE)
-
-
-def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
-    """The text the model sees before it answers: every message but the assistant's, then
-    the template's generation prompt."""
-    head = [m for m in messages if m["role"] != "assistant"]
-    return tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
 
 
 def encode_chat(tokenizer, messages: Sequence[dict]) -> Encoded:

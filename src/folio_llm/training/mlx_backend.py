@@ -17,14 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
 from folio_llm.jsonl import write_json
 from folio_llm.params import TrainParams
-from folio_llm.training.data import IGNORE, EncodedSplit, bucketed_batches, load_splits
-from folio_llm.training.trainer import Logger, Progress, fingerprint, run_metrics
+from folio_llm.training.data import IGNORE, EncodedSplit, load_splits
+from folio_llm.training.loop import (CheckpointFolder, Logger, LossWindow, Progress, RunPaths, StepPlan,
+                                     finish_run, fingerprint, run_metrics)
 
 MISSING = "train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm[mlx]'"
 PEFT_PREFIX = "base_model.model."
@@ -139,31 +139,13 @@ def peft_tensors(model, scale: float) -> dict:
     return tensors
 
 
-def adapter_config(params: TrainParams, targets: list[str], base_dir: Path) -> dict:
+def adapter_config(params: TrainParams, targets: list[str], base_dir: Path):
+    """peft's own LoraConfig for the adapter, so adapter_config.json is what peft writes."""
+    from peft import LoraConfig
+
     lora = params.lora
-    return {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": str(base_dir),
-        "revision": None,
-        "inference_mode": True,
-        "r": lora.rank,
-        "lora_alpha": lora.alpha,
-        "lora_dropout": lora.dropout,
-        "target_modules": targets,
-        "exclude_modules": None,
-        "fan_in_fan_out": False,
-        "bias": "none",
-        "use_rslora": False,
-        "use_dora": False,
-        "modules_to_save": None,
-        "init_lora_weights": True,
-        "layers_to_transform": None,
-        "layers_pattern": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "lora_bias": False,
-    }
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM", base_model_name_or_path=str(base_dir), inference_mode=True)
 
 
 def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], base_dir: Path) -> None:
@@ -172,7 +154,7 @@ def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], bas
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(peft_tensors(model, params.lora.alpha / params.lora.rank), str(out_dir / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-    write_json(out_dir / "adapter_config.json", adapter_config(params, targets, base_dir))
+    adapter_config(params, targets, base_dir).save_pretrained(str(out_dir))
 
 
 def to_arrays(rows, pad_id: int):
@@ -270,29 +252,18 @@ def _dtype(params: TrainParams, mx):
     return {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}[choice], label
 
 
-def train_mlx(
-    params: TrainParams,
-    seed: int,
-    data_dir: str | Path,
-    base_dir: str | Path,
-    out_dir: str | Path,
-    checkpoint_dir: str | Path,
-    metrics_path: str | Path | None = None,
-    live_dir: str | Path | None = None,
-) -> dict:
+def train_mlx(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     mx = require_mlx()[0]
     from folio_llm.models import load_tokenizer
 
-    data_dir, base_dir, out_dir, checkpoint_dir = map(Path, (data_dir, base_dir, out_dir, checkpoint_dir))
+    data_dir, base_dir, out_dir, checkpoint_dir = paths.data_dir, paths.base_dir, paths.out_dir, paths.checkpoint_dir
     mx.random.seed(seed)
 
     tokenizer = load_tokenizer(str(base_dir))
     train_rows, valid_rows = load_splits(tokenizer, data_dir, params.max_length)
 
-    lengths = [len(r) for r in train_rows.rows]
-    micro_per_epoch = len(bucketed_batches(lengths, params.batch_size, seed, 0))
-    steps_per_epoch = math.ceil(micro_per_epoch / params.grad_accum)
-    total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
+    plan = StepPlan([len(r) for r in train_rows.rows], params, seed)
+    total_steps = plan.total_steps
 
     model = load_base(base_dir)
     dtype, precision = _dtype(params, mx)
@@ -301,91 +272,62 @@ def train_mlx(
     targets = apply_lora(model, params)
     stepper = Stepper(model, params, total_steps)
     progress = Progress(fingerprint=fingerprint(params, seed, data_dir, base_dir))
-    resumed_from = _resume(checkpoint_dir, progress, model, stepper.optimizer, mx)
-    logger = Logger(live_dir, True, resume=resumed_from > 0)
+    checkpoints = CheckpointFolder(checkpoint_dir, progress.fingerprint)
+    resumed_from = _resume(checkpoints, progress, model, stepper.optimizer, mx)
+    logger = Logger(paths.live_dir, True, resume=resumed_from > 0)
     if resumed_from:
         print(f"resuming from checkpoint at step {resumed_from}", flush=True)
 
     model.train()
     pad_id = tokenizer.pad_token_id
     started, tokens_at_start = time.perf_counter(), progress.tokens
-    window_start, window_loss, window_micro, window_tokens = time.perf_counter(), 0.0, 0, 0
-    last_loss = None
-    while progress.step < total_steps:
-        epoch, step_in_epoch = divmod(progress.step, steps_per_epoch)
-        batches = bucketed_batches(lengths, params.batch_size, seed, epoch)
-        for group_start in range(step_in_epoch * params.grad_accum, micro_per_epoch, params.grad_accum):
-            group = [[train_rows.rows[j] for j in indices] for indices in batches[group_start:group_start + params.grad_accum]]
-            mx.random.seed(step_seed(seed, progress.step))  # dropout masks: the same after a resume
-            window_loss += stepper.step(progress.step, [to_arrays(rows, pad_id) for rows in group])
-            window_micro += len(group)
-            tokens = sum(len(r) for rows in group for r in rows)
-            window_tokens += tokens
-            progress.tokens += tokens
-            progress.step += 1
-            if progress.step % params.log_every == 0 or progress.step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                last_loss = window_loss / max(1, window_micro)
-                logger.log(progress.step, {
-                    "loss": last_loss,
-                    "learning_rate": stepper.learning_rate(progress.step),
-                    "tokens_per_s": window_tokens / elapsed if elapsed > 0 else None,
-                    "epoch": progress.step / steps_per_epoch,
-                })
-                window_start, window_loss, window_micro, window_tokens = time.perf_counter(), 0.0, 0, 0
-            if progress.step % params.save_every == 0 and progress.step < total_steps:
-                _checkpoint(checkpoint_dir, progress, model, stepper.optimizer, mx)
-            if progress.step >= total_steps:
-                break
+    window = LossWindow(progress.step)
+    for indices in plan.groups(progress.step):
+        group = [[train_rows.rows[j] for j in batch] for batch in indices]
+        mx.random.seed(step_seed(seed, progress.step))  # dropout masks: the same after a resume
+        loss = stepper.step(progress.step, [to_arrays(rows, pad_id) for rows in group])
+        tokens = sum(len(r) for rows in group for r in rows)
+        progress.tokens += tokens
+        progress.step += 1
+        window.add(loss, len(group), tokens)
+        if progress.step % params.log_every == 0 or progress.step == total_steps:
+            values, left = window.close(progress.step, total_steps)
+            logger.log(progress.step, {"loss": values["loss"], "learning_rate": stepper.learning_rate(progress.step),
+                                       "tokens_per_s": values["tokens_per_s"],
+                                       "epoch": progress.step / plan.steps_per_epoch}, total_steps, left)
+        if progress.step % params.save_every == 0 and progress.step < total_steps:
+            _checkpoint(checkpoints, progress, model, stepper.optimizer, mx)
 
     seconds = time.perf_counter() - started
     valid_loss = mean_loss_mlx(model, valid_rows, params.batch_size, pad_id)
     # train_loss as the torch backend reports it: the last logging window's mean
-    metrics = run_metrics(progress, steps_per_epoch, train_rows, valid_rows, last_loss, valid_loss,
+    metrics = run_metrics(progress, plan.steps_per_epoch, train_rows, valid_rows, window.last_loss, valid_loss,
                           tokens_at_start, seconds, resumed_from,
                           precision=precision, device=_device_name(mx), processes=1)
     save_peft(model, out_dir, params, targets, base_dir)
-    tokenizer.save_pretrained(out_dir)
-    if metrics_path:
-        write_json(metrics_path, metrics)
-    logger.log(progress.step, {"valid_loss": valid_loss})
-    logger.close()
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+    finish_run(paths, tokenizer, metrics, logger, checkpoints, progress.step, valid_loss)
     return metrics
 
 
-def _checkpoint(checkpoint_dir: Path, progress: Progress, model, optimizer, mx) -> None:
-    """LoRA weights, optimizer state and progress; ``last`` points at the newest. (The random
-    state needs no saving: every step reseeds from (seed, step).)"""
+def _checkpoint(checkpoints: CheckpointFolder, progress: Progress, model, optimizer, mx) -> None:
+    """LoRA weights, optimizer state and progress. (The random state needs no saving: every
+    step reseeds from (seed, step).)"""
     from mlx.utils import tree_flatten
 
-    target = checkpoint_dir / f"step-{progress.step:06d}"
+    target = checkpoints.target(progress.step)
     target.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(target / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
     mx.save_safetensors(str(target / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
     write_json(target / "progress.json", progress.state_dict())
-    (target / "fingerprint.txt").write_text(progress.fingerprint)
-    (checkpoint_dir / "last.tmp").write_text(target.name)
-    (checkpoint_dir / "last.tmp").replace(checkpoint_dir / "last")
-    for old in checkpoint_dir.glob("step-*"):
-        if old.name != target.name:
-            shutil.rmtree(old, ignore_errors=True)
+    checkpoints.commit(target)
 
 
-def _resume(checkpoint_dir: Path, progress: Progress, model, optimizer, mx) -> int:
-    """Load the last checkpoint if it belongs to this run; returns the step resumed from.
-    A checkpoint from other settings, data or backend is removed, and the run starts over."""
+def _resume(checkpoints: CheckpointFolder, progress: Progress, model, optimizer, mx) -> int:
+    """Load the last checkpoint if it belongs to this run; returns the step resumed from."""
     from mlx.utils import tree_unflatten
 
-    pointer = checkpoint_dir / "last"
-    target = checkpoint_dir / pointer.read_text().strip() if pointer.is_file() else None
-    if target is None or not target.is_dir():
-        return 0
-    stamp = target / "fingerprint.txt"
-    if (not stamp.is_file() or stamp.read_text().strip() != progress.fingerprint
-            or not (target / "adapters.safetensors").is_file()):
-        print(f"checkpoint {target} is from other settings or data: starting over", flush=True)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    target = checkpoints.latest(required_file="adapters.safetensors")
+    if target is None:
         return 0
     model.load_weights(list(mx.load(str(target / "adapters.safetensors")).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(target / "optimizer.safetensors")).items()))

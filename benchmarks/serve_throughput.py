@@ -1,0 +1,106 @@
+"""`folio-llm serve` under load: the page's "Propose" time, and the API's throughput at 1 and 4
+concurrent clients, beside `predict --backend llama.cpp` on the same GGUF and prompts.
+
+    python benchmarks/serve_throughput.py [--model models/gguf/folio-llm-q8_0.gguf] [--rows 8]
+
+Starts the app in this process on a free loopback port. One line per measurement:
+`propose median_s=…`, `api clients=N requests_per_s=… output_tokens_per_s=…`,
+`llama.cpp in process requests_per_s=… output_tokens_per_s=…`. Run it on an idle machine.
+"""
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(app) -> tuple[str, object]:
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/api/examples", timeout=1).status_code == 200:
+                return url, server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise click.ClickException("the server did not come up")
+
+
+@click.command()
+@click.option("--model", default=str(REPO / "models" / "gguf" / "folio-llm-q8_0.gguf"), show_default=True)
+@click.option("--data", default=str(REPO / "data" / "datasets" / "openai" / "test.jsonl"), show_default=True)
+@click.option("--rows", default=8, show_default=True, help="Test prompts per measurement.")
+@click.option("--params", "params_path", default=str(REPO / "params.yaml"), show_default=True)
+def main(model, data, rows, params_path):
+    import httpx
+    import openai
+
+    from folio_llm.answers import target_schema
+    from folio_llm.models import load_tokenizer  # noqa: F401 (fails early without transformers)
+    from folio_llm.params import load_params
+    from folio_llm.predict import Generator
+    from folio_llm.serve import create_app
+    from folio_llm.splits import load_test_rows
+
+    params = load_params(params_path)
+    conversations = [r["messages"][:-1] for r in load_test_rows(data, rows)[0]]
+    schema = target_schema(params.denormalize.fields)
+    app = create_app(model, params, reference_dir=REPO / params.source.reference_data,
+                     schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[])
+    url, server = start(app)
+
+    seconds = []
+    for conversation in conversations:
+        started = time.perf_counter()
+        reply = httpx.post(f"{url}/api/propose", json={"description": conversation[-1]["content"]}, timeout=600)
+        reply.raise_for_status()
+        seconds.append(time.perf_counter() - started)
+    print(f"propose rows={len(seconds)} median_s={statistics.median(seconds):.2f} max_s={max(seconds):.2f}")
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=600)
+    response_format = {"type": "json_schema", "json_schema": {"name": "instance", "schema": schema}}
+
+    def ask(conversation):
+        reply = client.chat.completions.create(model=params.export.name, messages=conversation, temperature=0,
+                                               max_tokens=params.eval.max_new_tokens, response_format=response_format)
+        return reply.usage.completion_tokens
+
+    for clients in (1, 4):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            tokens = sum(pool.map(ask, conversations))
+        elapsed = time.perf_counter() - started
+        print(f"api clients={clients} requests={len(conversations)} requests_per_s={len(conversations) / elapsed:.3f} "
+              f"output_tokens_per_s={tokens / elapsed:.1f}")
+    server.should_exit = True
+
+    generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens, schema=schema)
+    started = time.perf_counter()
+    answers = generator.answer(conversations, progress=False)
+    elapsed = time.perf_counter() - started
+    tokens = sum(len(generator.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    generator.close()
+    print(f"llama.cpp in process (predict --backend llama.cpp --no-copy) requests={len(conversations)} "
+          f"requests_per_s={len(conversations) / elapsed:.3f} output_tokens_per_s={tokens / elapsed:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Stage `base`: the base model as a Hugging Face folder."""
+
+from __future__ import annotations
+
+import click
+
+from folio_llm.commands.options import PARAMS_OPTION, friendly_errors
+from folio_llm.params import load_params
+
+
+@click.command("base")
+@PARAMS_OPTION
+@click.option("--out", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def base(params_path, out):
+    """Stage `base`: write params.model.base as a Hugging Face folder (config, safetensors,
+    tokenizer with chat template)."""
+    from folio_llm.models import materialize_base
+
+    model = load_params(params_path).model
+    path = materialize_base(model.base, out, model.dtype)
+    click.echo(f"{model.base} -> {path}")

@@ -1,0 +1,70 @@
+"""Stage `evaluate`: the base model (zero-shot) and the tuned model on the test split, scored field
+by field (transformers, batched). `folio-llm evaluate` (commands/evaluate.py) scores one model of
+any backend the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from folio_llm.commands.options import PARAMS_OPTION, SCHEMAS_OPTION, friendly_errors
+from folio_llm.params import load_params
+
+
+def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
+                  constrained: bool | None = None, max_new_tokens: int | None = None,
+                  train_answers: list[dict] | None = None, copy: bool | None = None) -> dict:
+    """Load one model, answer the rows, score them; one line to the console. ``checks``:
+    evaluation.run.folio_checks, loaded once per command."""
+    from folio_llm.evaluation.constrained import decoding_constraint
+    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.evaluation.run import evaluate_model
+
+    settings = params.eval
+    folio_schema, reference = checks
+    model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
+    result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
+                            max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
+                            logits_processor_factory=decoding_constraint(params, tokenizer, constrained, copy), label=label,
+                            folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
+                            untold_targets=params.dataset.untold_targets)
+    click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
+    return result
+
+
+@click.command("evaluate-stage")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default="metrics/eval.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--predictions-dir", default="data/predictions", show_default=True, type=click.Path(file_okay=False))
+@click.option("--fields-table", default="metrics/eval_fields.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--styles-table", default="metrics/eval_styles.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="Told-field macro per description style (dvc plots).")
+@SCHEMAS_OPTION
+@PARAMS_OPTION
+@friendly_errors
+def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, styles_table, schemas,
+                   params_path):
+    """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
+    prompts; metrics/eval.json holds both, under `base` and `tuned`."""
+    from folio_llm.evaluation.run import folio_checks, write_field_table, write_metrics, write_style_table
+    from folio_llm.splits import load_test_rows, load_train_answers
+
+    params = load_params(params_path)
+    settings = params.eval
+    checks = folio_checks(schemas, params.source.reference_data)
+    rows, meta = load_test_rows(data_path, settings.limit)
+    train_answers = load_train_answers(data_path)
+    results = {}
+    for label, adapter in (("base", None), ("tuned", adapter_dir)):
+        limit = settings.max_new_tokens
+        if label == "base" and settings.base_max_new_tokens:
+            limit = min(limit, settings.base_max_new_tokens)
+        results[label] = evaluate_one(params, checks, base_dir, adapter, rows, meta, label=label,
+                                       predictions=Path(predictions_dir) / f"{label}.jsonl", max_new_tokens=limit,
+                                       train_answers=train_answers)
+    write_metrics(out, results)
+    write_field_table(fields_table, results)
+    write_style_table(styles_table, results)

@@ -1,0 +1,54 @@
+"""Stage `export`: merged model, GGUF files for llama.cpp, Ollama and GPT4All, and their parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from folio_llm.commands.options import PARAMS_OPTION, friendly_errors
+from folio_llm.params import load_params
+
+
+@click.command("export")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="Test prompts for the parity check (OpenAI chat layout).")
+@click.option("--merged", "merged_dir", default="models/merged", show_default=True, type=click.Path(file_okay=False))
+@click.option("--gguf-dir", default="models/gguf", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", default="metrics/export.json", show_default=True, type=click.Path(dir_okay=False))
+@PARAMS_OPTION
+@friendly_errors
+def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, params_path):
+    """Stage `export`: the adapter merged into the base (Hugging Face folder), GGUF files for
+    llama.cpp, Ollama and GPT4All with an Ollama Modelfile (params.export), and their answers
+    compared with the merged model's on test prompts."""
+    from folio_llm.export import export as run
+
+    params = load_params(params_path)
+    for path in (Path(base_dir) / "config.json", Path(adapter_dir) / "adapter_config.json"):
+        if not path.is_file():
+            raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")
+    result = run(base_dir, adapter_dir, merged_dir, gguf_dir, metrics, data_path, params)
+    click.echo(f"merged -> {result['merged']['dir']}")
+    for kind, entry in result["gguf"].items():
+        click.echo(f"{kind} -> {entry['file']} ({entry['bytes'] / 2**20:.0f} MiB, {entry['seconds']} s)")
+    for kind, entry in result.get("gpt4all", {}).items():
+        if entry["file"]:
+            same = entry["token_identity"]
+            click.echo(f"{kind} for GPT4All -> {entry['file']} (pre-tokenizer {entry['pre_tokenizer']} -> "
+                       f"{entry['written_pre_tokenizer']}: same token ids on {same['identical']} of {same['texts']} "
+                       "test conversations)")
+        else:
+            click.echo(f"warning: {entry['reason']}", err=True)
+    parity = result.get("parity")
+    if parity:
+        compared = [kind for kind, entry in parity.items() if isinstance(entry, dict) and "exact_match" in entry]
+        click.echo(f"parity on {parity['rows']} prompts: transformers macro {parity['transformers']['macro']:.3f}; "
+                   + "; ".join(f"{kind} macro {parity[kind]['macro']:.3f} ({parity[kind]['macro_diff']:+.3f}), "
+                               f"{parity[kind]['exact_match']:.0%} identical"
+                               + (f" in {parity[kind]['engine']}" if "engine" in parity[kind] else "")
+                               for kind in compared))
+        if isinstance(parity.get("gpt4all"), str):
+            click.echo(f"note: GPT4All {parity['gpt4all']}")

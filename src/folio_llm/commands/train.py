@@ -1,0 +1,60 @@
+"""Stage `train`: LoRA fine-tuning, and `inspect-batch` to see what the loss sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from folio_llm.commands.options import PARAMS_OPTION, friendly_errors
+from folio_llm.params import load_params
+
+
+@click.command("train")
+@PARAMS_OPTION
+@click.option("--data", "data_dir", default="data/datasets/chat", show_default=True, type=click.Path(file_okay=False),
+              help="Folder with train.jsonl and valid.jsonl (chat layout).")
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
+@click.option("--checkpoints", default="models/checkpoints", show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", default="metrics/train.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--live", default="dvclive/train", show_default=True, type=click.Path(file_okay=False),
+              help="dvclive folder for the loss / learning-rate / tokens-per-second curves.")
+@friendly_errors
+def train(params_path, data_dir, base_dir, out, checkpoints, metrics, live):
+    """Stage `train`: LoRA fine-tuning (params.train). Re-running after a kill resumes from
+    the last checkpoint."""
+    params = load_params(params_path)
+    for path in (Path(data_dir) / "train.jsonl", Path(base_dir) / "config.json"):
+        if not path.is_file():
+            raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")
+    from folio_llm.training.loop import RunPaths
+
+    if params.train.backend == "mlx":
+        from folio_llm.training.mlx_backend import train_mlx as run
+    else:
+        from folio_llm.training.trainer import train as run
+    result = run(params.train, params.seed, RunPaths(data_dir, base_dir, out, checkpoints, metrics, live))
+    click.echo(f"{result['steps']} steps, valid loss {result['valid_loss']}, {result['tokens_per_s']} tokens/s")
+
+
+@click.command("inspect-batch")
+@click.option("--data", "data_file", default="data/datasets/chat/train.jsonl", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
+@click.option("-n", "--rows", default=2, show_default=True, help="How many rows to show.")
+@friendly_errors
+def inspect_batch(data_file, base_dir, rows):
+    """Print training rows as the model sees them: masked tokens (no loss) in [brackets] and
+    dimmed, answer tokens (in the loss) plain."""
+    from folio_llm.jsonl import load_jsonl
+    from folio_llm.models import load_tokenizer
+    from folio_llm.training.data import IGNORE, encode_chat
+
+    tokenizer = load_tokenizer(base_dir)
+    for number, row in enumerate(load_jsonl(data_file)[:rows], start=1):
+        encoded = encode_chat(tokenizer, row["messages"])
+        click.echo(f"--- row {number}: {len(encoded)} tokens, {encoded.answer_tokens} in the loss")
+        masked = [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
+        answer = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
+        click.echo(click.style("[" + tokenizer.decode(masked) + "]", dim=True) + tokenizer.decode(answer))

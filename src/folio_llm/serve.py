@@ -1,0 +1,404 @@
+"""`folio-llm serve`: one process with a web page for catalogers and an OpenAI-compatible API.
+
+The API (``/v1/chat/completions``, ``/v1/models``) is llama-cpp-python's own server app over the
+GGUF file. A small ASGI layer in front of it makes it answer as the model was trained and
+evaluated: OpenAI's ``json_schema`` response format becomes llama.cpp's JSON-schema grammar,
+greedy decoding has no repeat penalty unless one is asked for, and a conversation without a
+system message gets the training system prompt.
+
+The page (``/``) and its endpoints (``/api/...``) use ``predict.Generator`` on the same file, so a
+proposal is what `folio-llm predict --backend llama.cpp --folio-ready` writes: JSON schema and
+copy constraint, labels mapped to the tenant's reference UUIDs, FOLIO's Instance schema checked.
+FOLIO credentials come from the environment only and never reach the page. A create request
+carries the proposal's key: the instance id is derived from it and a key is created once, so a
+double click or two people on one proposal never create two records.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# module level, not in create_app: FastAPI resolves the endpoints' annotations in this module
+from fastapi import Body, FastAPI, File, Request, UploadFile
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+PAGE = Path(__file__).with_name("web") / "index.html"
+MAX_BODY = 2 * 2**20  # bytes in one request (a batch upload included)
+MAX_DESCRIPTION = 8000  # characters in one description
+MAX_BATCH_ROWS = 500
+ID_NAMESPACE = uuid.UUID("5b1f5d3c-53a1-4c55-9a11-0f0c7f1a2b3c")  # instance id = uuid5(namespace, key)
+
+
+def instance_id(key: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, key))
+
+
+def field_of(path: str) -> str:
+    """The top-level field a warning's path names: 'contributors[0].contributorTypeText' -> 'contributors'."""
+    for stop in ".[/":
+        path = path.split(stop)[0]
+    return path or "record"
+
+
+@dataclass
+class BatchJob:
+    total: int
+    done: int = 0
+    records: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    warnings: int = 0  # records with a warning: a label FOLIO does not know, a field its schema refuses
+    finished: bool = False
+    error: str | None = None
+
+    def status(self) -> dict:
+        return {"total": self.total, "done": self.done, "written": len(self.records), "rejected": len(self.rejects),
+                "with_warnings": self.warnings, "finished": self.finished, "error": self.error}
+
+
+class Cataloger:
+    """The page's side: proposals, FOLIO requests, creations once per key, batch jobs."""
+
+    def __init__(self, generator, mapper, system_prompt: str, examples: list[str]):
+        self.generator, self.mapper, self.system_prompt, self.examples = generator, mapper, system_prompt, examples
+        self.model_lock = threading.Lock()  # one generation at a time: llama.cpp contexts are not shared
+        self.created: dict[str, dict] = {}
+        self.creating: dict[str, threading.Lock] = {}
+        self.keys_lock = threading.Lock()
+        self.jobs: dict[str, BatchJob] = {}
+
+    def propose(self, description: str) -> dict:
+        from folio_llm.predict import conversation
+
+        with self.model_lock:
+            answer = self.generator.answer([conversation(self.system_prompt, description)], progress=False)[0]
+        result = self.check_answer(answer)
+        result["key"] = uuid.uuid4().hex
+        return result
+
+    def check_answer(self, answer: str) -> dict:
+        from folio_llm.answers import close_cut_json, parse_output
+
+        closed = close_cut_json(answer)
+        record, _ = parse_output(closed or answer)
+        if record is None:
+            return {"answer": answer, "record": None, "warnings": [],
+                    "error": "the model's answer is not a JSON object"}
+        result = self.check_record(record)
+        result["answer"] = answer
+        if closed:
+            result["warnings"].insert(0, {"field": "record", "message": "the answer was cut off (loop or token "
+                                                                         "limit): kept up to its last whole field"})
+        return result
+
+    def check_record(self, record: dict) -> dict:
+        """The record, the FOLIO instance it maps to, and every warning beside the field it concerns."""
+        from folio_llm.folio.instance import to_folio
+
+        instance, unknown = to_folio(record, self.mapper.reference, self.mapper.schema)
+        warnings = [{"field": field_of(u["path"]), "path": u["path"],
+                     "message": f"{u['label']!r} matches no {u['kind']} entry in the reference data (left out)"}
+                    for u in unknown]
+        for error in self.mapper.schema.errors(instance):
+            path, _, message = error.partition(": ")
+            warnings.append({"field": field_of(path), "path": path, "message": f"FOLIO schema: {message}"})
+        return {"record": record, "instance": instance, "warnings": warnings,
+                "valid": not any(w["message"].startswith("FOLIO schema") for w in warnings)}
+
+    def folio_request(self, record: dict, key: str) -> dict:
+        """The exact create request (dry run): nothing is sent."""
+        from folio_llm.folio.api import post_instance
+
+        checked = self.check_record(record)
+        instance = {**checked["instance"], "id": instance_id(key)}
+        request = post_instance(instance, send=False)
+        return {**checked, "request": request.request_text(), "method": request.method, "path": request.path,
+                "body": request.body}
+
+    def create(self, record: dict, key: str, connect) -> dict:
+        """Create the record once per key; a second call with the key answers the first result."""
+        from folio_llm.folio.api import post_instance
+
+        with self.keys_lock:
+            lock = self.creating.setdefault(key, threading.Lock())
+        with lock:
+            if key in self.created:
+                return {**self.created[key], "already_created": True}
+            checked = self.check_record(record)
+            if not checked["valid"]:
+                problems = "; ".join(w["message"] for w in checked["warnings"] if w["message"].startswith("FOLIO"))
+                raise ValueError(f"not a valid FOLIO Instance: {problems[:300]}")
+            with connect() as tenant:
+                result = post_instance({**checked["instance"], "id": instance_id(key)}, send=True, client=tenant)
+            self.created[key] = {"id": result.id, "hrid": result.hrid}
+            return dict(self.created[key])
+
+    def start_batch(self, data: bytes, filename: str) -> tuple[str, BatchJob]:
+        from folio_llm.predict import BadInput, read_requests
+
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+            raise ValueError(f"{filename or 'the upload'}: expected a .csv or .jsonl file")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            items = list(read_requests([], path, self.system_prompt))
+        if len(items) > MAX_BATCH_ROWS:
+            raise OverflowError(f"{len(items)} rows: a batch holds at most {MAX_BATCH_ROWS}")
+        name = Path(filename).name
+        job = BatchJob(total=len(items))
+        for item in items:
+            if isinstance(item, BadInput):
+                job.rejects.append({"where": item.where.replace(str(path), name), "reason": item.reason})
+                job.done += 1
+        requests = [item for item in items if not isinstance(item, BadInput)]
+        job_id = uuid.uuid4().hex
+        self.jobs[job_id] = job
+        threading.Thread(target=self._run_batch, args=(job, requests, str(path), name), daemon=True).start()
+        return job_id, job
+
+    def _run_batch(self, job: BatchJob, requests: list, temp_path: str, name: str) -> None:
+        try:
+            for request in requests:
+                where = request.where.replace(temp_path, name)
+                with self.model_lock:
+                    answer = self.generator.answer([request.messages], progress=False)[0]
+                checked = self.check_answer(answer)
+                if checked["record"] is None:
+                    job.rejects.append({"where": where, "reason": checked["error"], "description": request.description,
+                                        "output": answer})
+                else:
+                    job.records.append(checked["record"])
+                    job.warnings += bool(checked["warnings"])
+                job.done += 1
+        except Exception as exc:  # the job reports it; the server goes on
+            job.error = " ".join(str(exc).split())[:300] or type(exc).__name__
+        finally:
+            job.finished = True
+
+
+def openai_defaults(body: dict, system_prompt: str) -> dict:
+    """A chat-completions request as the model expects it: OpenAI's json_schema response format
+    as llama-cpp-python's json_object + schema, no repeat penalty unless asked for, and the
+    training system prompt where the conversation has none."""
+    body = dict(body)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    body.setdefault("repeat_penalty", 1.0)
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and not any(
+            isinstance(m, dict) and m.get("role") == "system" for m in messages):
+        body["messages"] = [{"role": "system", "content": system_prompt}, *messages]
+    return body
+
+
+class RequestShaper:
+    """ASGI middleware: refuse bodies over MAX_BODY (413, one line) and rewrite chat-completions
+    requests with :func:`openai_defaults`."""
+
+    def __init__(self, app, system_prompt: str):
+        self.app, self.system_prompt = app, system_prompt
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            return await _refuse(send, 413, f"request body over {MAX_BODY // 2**20} MiB")
+        if scope["path"].rstrip("/") != "/v1/chat/completions":
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+            if sum(map(len, chunks)) > MAX_BODY:
+                return await _refuse(send, 413, f"request body over {MAX_BODY // 2**20} MiB")
+        body = b"".join(chunks)
+        try:
+            shaped = json.dumps(openai_defaults(json.loads(body), self.system_prompt)).encode()
+        except (ValueError, TypeError, AttributeError):
+            shaped = body  # not JSON: llama-cpp-python's validation answers it
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": shaped, "more_body": False}
+
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+                 + [(b"content-length", str(len(shaped)).encode())]}
+        return await self.app(scope, replay, send)
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_dir: str | Path,
+               examples: list[str], copy: bool | None = None, connect=None, api_key: str | None = None):
+    """The ASGI app: llama-cpp-python's OpenAI-compatible API and the cataloger's page."""
+    from llama_cpp.server.app import create_app as create_openai_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from folio_llm.answers import target_schema
+    from folio_llm.folio.api import FolioApi, FolioApiError
+    from folio_llm.llamacpp import threads
+    from folio_llm.predict import FolioMapper, Generator
+
+    gguf = Path(gguf)
+    settings = params.eval
+    system_prompt = params.dataset.system_prompts[0]
+    mapper = FolioMapper(reference_dir, schemas_dir)
+    copy = settings.copy_constraint if copy is None else copy
+    generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=settings.max_new_tokens,
+                               schema=target_schema(params.denormalize.fields) if settings.constrained else None,
+                               copy_fields=settings.copy_fields if copy else None)
+    cataloger = Cataloger(generator, mapper, system_prompt, examples)
+    connect = connect or FolioApi.connect
+
+    app: FastAPI = create_openai_app(
+        server_settings=ServerSettings(api_key=api_key),
+        model_settings=[ModelSettings(model=str(gguf), model_alias=params.export.name, n_ctx=4096,
+                                      n_threads=threads(), n_threads_batch=threads(), logits_all=False,
+                                      verbose=False)])
+    app.title = "folio-llm"
+    app.state.cataloger = cataloger
+    app.state.generator = generator
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": " ".join(str(message).split())[:400] or "error"}, status_code=status)
+
+    def same_origin(request: Request) -> bool:
+        """Creating in FOLIO only from the page itself: a browser on another site sends its Origin."""
+        origin = request.headers.get("origin")
+        return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+
+    def description_of(payload) -> str:
+        text = payload.get("description") if isinstance(payload, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("'description': give the text to catalog")
+        if len(text) > MAX_DESCRIPTION:
+            raise OverflowError(f"'description': {len(text)} characters, at most {MAX_DESCRIPTION}")
+        return text.strip()
+
+    def record_and_key(payload) -> tuple[dict, str]:
+        record = payload.get("record") if isinstance(payload, dict) else None
+        key = payload.get("key") if isinstance(payload, dict) else None
+        if not isinstance(record, dict):
+            raise ValueError("'record': the record (JSON object) to send")
+        if not isinstance(key, str) or not 8 <= len(key) <= 64:
+            raise ValueError("'key': the proposal's key")
+        return record, key
+
+    def guarded(run):
+        try:
+            return JSONResponse(run())
+        except OverflowError as exc:
+            return error(413, str(exc))
+        except FolioApiError as exc:  # the tenant refused or did not answer: not the page's fault
+            return error(502, f"FOLIO: {exc}")
+        except (ValueError, KeyError) as exc:
+            return error(400, str(exc))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/api/examples")
+    def api_examples():
+        return {"examples": cataloger.examples, "model": gguf.name, "folio": _folio_configured()}
+
+    @app.post("/api/propose")
+    def api_propose(payload=Body(None)):
+        return guarded(lambda: cataloger.propose(description_of(payload)))
+
+    @app.post("/api/check")
+    def api_check(payload=Body(None)):
+        return guarded(lambda: cataloger.folio_request(*record_and_key(payload)))
+
+    @app.post("/api/create")
+    def api_create(request: Request, payload=Body(None)):
+        if not same_origin(request):
+            return error(403, "creating records is only possible from this server's own page")
+        if not _folio_configured():
+            return error(503, "no FOLIO tenant: set FOLIO_URL, FOLIO_TENANT, FOLIO_USERNAME and FOLIO_PASSWORD "
+                              "where `folio-llm serve` runs")
+        return guarded(lambda: cataloger.create(*record_and_key(payload), connect))
+
+    @app.post("/api/batch")
+    async def api_batch(file: UploadFile = File(None)):
+        if file is None:
+            return error(400, "'file': upload a .csv or .jsonl file of descriptions")
+        data = await file.read()
+        try:
+            job_id, job = cataloger.start_batch(data, file.filename or "")
+        except OverflowError as exc:
+            return error(413, str(exc))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error(400, str(exc))
+        return {"job": job_id, **job.status()}
+
+    @app.get("/api/batch/{job_id}")
+    def api_batch_status(job_id: str):
+        job = cataloger.jobs.get(job_id)
+        return {"job": job_id, **job.status()} if job else error(404, f"no batch job {job_id}")
+
+    @app.get("/api/batch/{job_id}/{kind}.jsonl")
+    def api_batch_file(job_id: str, kind: str):
+        job = cataloger.jobs.get(job_id)
+        if job is None or kind not in ("records", "rejects"):
+            return error(404, f"no {kind} for batch job {job_id}")
+        rows = job.records if kind == "records" else job.rejects
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        return PlainTextResponse(text, media_type="application/x-ndjson", headers={
+            "content-disposition": f'attachment; filename="{kind}.jsonl"'})
+
+    @app.on_event("shutdown")
+    def release_model():
+        generator.close()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        if not request.url.path.startswith("/api/"):  # the OpenAI API answers as llama-cpp-python does
+            return await request_validation_exception_handler(request, exc)
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return error(400, f"{where + ': ' if where else ''}{first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc):  # never a stack trace to the client
+        return error(500, f"{type(exc).__name__}: {exc}")
+
+    return RequestShaper(app, system_prompt)
+
+
+def _folio_configured() -> bool:
+    import os
+
+    return all(os.environ.get(name) for name in ("FOLIO_URL", "FOLIO_TENANT", "FOLIO_USERNAME", "FOLIO_PASSWORD"))
+
+
+def example_descriptions(path: str | Path, count: int = 12) -> list[str]:
+    """Descriptions from the test split, for the page's example buttons."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    from folio_llm.jsonl import load_jsonl
+
+    rows = load_jsonl(path)[:count]
+    return [m["content"] for row in rows for m in row.get("messages", []) if m.get("role") == "user"][:count]
