@@ -180,12 +180,22 @@ class CheckpointFolder:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def stable_adapter_config(path: Path) -> None:
+    """peft writes target_modules from a set, in an order that changes with the process's hash
+    seed; sorted, the adapter folder is byte-identical run to run (and DVC sees no change)."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
 def finish_run(paths: RunPaths, tokenizer, metrics: dict, logger: Logger, checkpoints: CheckpointFolder,
                step: int, valid_loss: float | None) -> None:
     """After the adapter is written: the tokenizer beside it, metrics/train.json, the last log
     line, and the checkpoints removed (a finished run has nothing to resume)."""
     from folio_llm.jsonl import write_json
 
+    stable_adapter_config(paths.out_dir / "adapter_config.json")
     tokenizer.save_pretrained(paths.out_dir)
     if paths.metrics_path:
         write_json(paths.metrics_path, metrics)
