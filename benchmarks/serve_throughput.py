@@ -9,9 +9,7 @@ Starts the app in this process on a free loopback port. One line per measurement
 """
 from __future__ import annotations
 
-import socket
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,29 +17,6 @@ from pathlib import Path
 import click
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(app) -> tuple[str, object]:
-    import httpx
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/api/examples", timeout=1).status_code == 200:
-                return url, server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise click.ClickException("the server did not come up")
 
 
 @click.command()
@@ -54,10 +29,9 @@ def main(model, data, rows, params_path):
     import openai
 
     from folio_llm.answers import target_schema
-    from folio_llm.models import load_tokenizer  # noqa: F401 (fails early without transformers)
     from folio_llm.params import load_params
     from folio_llm.predict import Generator
-    from folio_llm.serve import create_app
+    from folio_llm.serve import create_app, serve_in_thread
     from folio_llm.splits import load_test_rows
 
     params = load_params(params_path)
@@ -65,7 +39,7 @@ def main(model, data, rows, params_path):
     schema = target_schema(params.denormalize.fields)
     app = create_app(model, params, reference_dir=REPO / params.source.reference_data,
                      schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[])
-    url, server = start(app)
+    url, stop = serve_in_thread(app)
 
     seconds = []
     for conversation in conversations:
@@ -90,7 +64,7 @@ def main(model, data, rows, params_path):
         elapsed = time.perf_counter() - started
         print(f"api clients={clients} requests={len(conversations)} requests_per_s={len(conversations) / elapsed:.3f} "
               f"output_tokens_per_s={tokens / elapsed:.1f}")
-    server.should_exit = True
+    stop()
 
     generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens, schema=schema)
     started = time.perf_counter()

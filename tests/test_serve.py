@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,12 +27,6 @@ SCHEMAS = RAW / "folio" / "schemas"
 PARAMS = parse_params({})
 SYSTEM = PARAMS.dataset.system_prompts[0]
 CREDENTIALS = {"FOLIO_TENANT": "fs01", "FOLIO_USERNAME": "cataloger", "FOLIO_PASSWORD": "s3cret-Pw"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def known_records(real_dataset, n=4) -> list[dict]:
@@ -61,27 +54,13 @@ def tenant():
 @pytest.fixture(scope="module")
 def server(smollm2_gguf, real_dataset, tenant):
     """`folio-llm serve`'s app on a free loopback port, in a thread of this process."""
-    import uvicorn
-
-    from folio_llm.serve import create_app, example_descriptions
+    from folio_llm.serve import create_app, example_descriptions, serve_in_thread
 
     app = create_app(smollm2_gguf, PARAMS, reference_dir=REFERENCE, schemas_dir=SCHEMAS,
                      examples=example_descriptions(real_dataset / "openai" / "test.jsonl", 4))
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/api/examples", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    url, stop = serve_in_thread(app)
     yield url
-    runner.should_exit = True
-    thread.join(timeout=10)
+    stop()
 
 
 def test_the_openai_sdk_talks_to_the_served_model_unchanged(server, real_dataset):

@@ -390,7 +390,42 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
 def _folio_configured() -> bool:
     import os
 
-    return all(os.environ.get(name) for name in ("FOLIO_URL", "FOLIO_TENANT", "FOLIO_USERNAME", "FOLIO_PASSWORD"))
+    from folio_llm.folio.api import ENV_VARS
+
+    return all(os.environ.get(name, "").strip() for name in ENV_VARS)
+
+
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, wait_s: float = 60.0):
+    """Run ``app`` with uvicorn in a daemon thread (port 0: a free one); returns (base URL, stop)
+    once the page's endpoints answer; ``stop()`` shuts the server down and waits for its thread.
+    For tests and benchmarks: `folio-llm serve` runs uvicorn in the foreground."""
+    import socket
+    import time
+
+    import httpx
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://{host}:{port}"
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/examples", timeout=1).status_code == 200:
+                return url, stop
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server at {url} did not come up within {wait_s:g} s")
 
 
 def example_descriptions(path: str | Path, count: int = 12) -> list[str]:
