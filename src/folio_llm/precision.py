@@ -10,12 +10,12 @@ idle machine: ``folio-llm precision --refresh`` measures anew.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from folio_llm.machine_cache import cache_root, read_entries, write_entries
 
 # (rows, inner, outer) of a representative matmul: training multiplies a batch of ~2,000 token
 # rows by SmolLM2's 576x1536 MLP weights; greedy generation one row per prompt (batch 16)
@@ -24,8 +24,7 @@ REPEATS = 7
 
 
 def cache_path() -> Path:
-    root = os.environ.get("FOLIO_LLM_CACHE") or Path.home() / ".cache" / "folio-llm"
-    return Path(root) / "precision.json"
+    return cache_root() / "precision.json"
 
 
 def cpu_name() -> str:
@@ -87,22 +86,12 @@ def probe(refresh: bool = False) -> dict:
     """The cached measurement for this machine, measured now if there is none (about 2 s)."""
     path = cache_path()
     key = machine_key()
-    try:
-        cache = json.loads(path.read_text())
-        cache = cache if isinstance(cache, dict) else {}
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_entries(path)
     cached = cache.get(key)
     if not refresh and isinstance(cached, dict) and all(kind in cached for kind in SHAPES):
         return cached
     result = cache[key] = measure()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=2))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only home only costs a new measurement next time
+    write_entries(path, cache)
     return result
 
 

@@ -105,7 +105,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
 
 def collate(rows: Sequence[Encoded], pad_id: int) -> dict:
     """Right-padded batch. Pads sit after every real token, so a causal mask alone keeps real
-    tokens from seeing them and the model needs no padding mask (see ``answer_loss``)."""
+    tokens from seeing them and the model needs no padding mask (see ``losses``)."""
     import torch
 
     width = max(len(r) for r in rows)
@@ -118,26 +118,3 @@ def collate(rows: Sequence[Encoded], pad_id: int) -> dict:
         labels[i, :n] = torch.tensor(row.labels)
         attention[i, :n] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
-
-
-def answer_loss(model, batch: dict, reduction: str = "mean"):
-    """Cross-entropy on the answer tokens, computed the cheap way.
-
-    No padding mask: with right padding the causal mask suffices, and attention takes its
-    faster causal path (about 30% less time on a CPU). Logits only from the earliest answer
-    position on: the output head over a 49k vocabulary is the largest single cost of a small
-    model's step, and the prompt positions never enter the loss.
-    """
-    import torch
-
-    labels = batch["labels"]
-    width = labels.shape[1]
-    answer = (labels != IGNORE).int()
-    first = int(answer.argmax(dim=1).min().item())  # earliest answer token in the batch
-    keep = width - max(first - 1, 0)
-    logits = model(input_ids=batch["input_ids"], logits_to_keep=keep).logits
-    targets = labels[:, width - keep + 1:]
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=IGNORE, reduction=reduction)
-

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from tqdm import tqdm
+
 from folio_llm.params import TrainParams
 from folio_llm.training.data import EncodedSplit, bucketed_batches
 
@@ -135,7 +137,7 @@ class Logger:
             self.live.next_step()
         shown = " ".join(f"{k}={v:.4g}" for k, v in values.items() if v is not None)
         left = f" (about {seconds_left / 60:.1f} min left)" if seconds_left is not None else ""
-        print(f"step {step}{f'/{total_steps}' if total_steps else ''}: {shown}{left}", flush=True)
+        tqdm.write(f"step {step}{f'/{total_steps}' if total_steps else ''}: {shown}{left}")
 
     def close(self) -> None:
         if self.live is not None:
@@ -206,7 +208,7 @@ def finish_run(paths: RunPaths, tokenizer, metrics: dict, logger: Logger, checkp
 
 def run_metrics(progress: Progress, steps_per_epoch: int, train_rows: EncodedSplit, valid_rows: EncodedSplit,
                 train_loss, valid_loss, tokens_at_start: int, seconds: float, resumed_from: int,
-                precision: str, device: str, processes: int) -> dict:
+                precision: str, device: str, processes: int, compiled: bool = False) -> dict:
     """metrics/train.json: the same keys whichever backend trained."""
     return {
         "steps": progress.step,
@@ -223,4 +225,5 @@ def run_metrics(progress: Progress, steps_per_epoch: int, train_rows: EncodedSpl
         "precision": precision,
         "device": device,
         "processes": processes,
+        "compiled": compiled,
     }

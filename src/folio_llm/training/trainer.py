@@ -13,9 +13,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from folio_llm.params import TrainParams
-from folio_llm.training.data import EncodedSplit, answer_loss, collate, load_splits
+from folio_llm.training.data import EncodedSplit, collate, load_splits
 from folio_llm.training.loop import (CheckpointFolder, Logger, LossWindow, Progress, RunPaths, StepPlan,
                                      finish_run, fingerprint, run_metrics)
+from folio_llm.training.losses import AnswerLoss, mean_answer_loss, skip_lora_input_casts
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -56,26 +57,44 @@ def build_model(base_dir: Path, params: TrainParams, mixed_precision: str = "no"
     return get_peft_model(model, config)
 
 
-def mean_loss(model, split: EncodedSplit, batch_size: int, pad_id: int, accelerator) -> float | None:
-    """Token-weighted mean loss over a split (answer tokens only)."""
+def mean_loss(loss_model, split: EncodedSplit, batch_size: int, pad_id: int, accelerator) -> float | None:
+    """Token-weighted mean loss over a split (answer tokens only), computed eagerly: the
+    compiled layers are for training steps, and eager is the reference."""
     import torch
 
     if not split.rows:
         return None
-    model.eval()
+    loss_model.eval()
     total, count = 0.0, 0
     order = sorted(range(len(split.rows)), key=lambda i: len(split.rows[i]))
-    with torch.no_grad():
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
         for start in range(0, len(order), batch_size):
             rows = [split.rows[i] for i in order[start:start + batch_size]]
             batch = {k: v.to(accelerator.device) for k, v in collate(rows, pad_id).items()}
             with accelerator.autocast():
-                loss = answer_loss(model, batch).item()
-            n = sum(r.answer_tokens for r in rows)  # labels[0] is always prompt, so the shift loses none
-            total += loss * n
-            count += n
-    model.train()
+                summed, answers = loss_model(batch["input_ids"], batch["labels"])
+            total += summed.item()
+            count += int(answers.item())
+    loss_model.train()
     return total / count if count else None
+
+
+def plan_compile(setting: str, planned_tokens: int, cache, device: str) -> bool:
+    """Whether to compile this run (``train.compile``), with a one-line notice either way."""
+    from folio_llm.training.compiling import compiler_missing, notice, worth_compiling
+
+    if setting == "off":
+        return False
+    missing = compiler_missing(device)
+    if missing:
+        notice(f"{missing}; training eagerly")
+        return False
+    if setting == "on":
+        notice(f"on ({'warm' if cache.warm else 'cold'} cache {cache.folder})")
+        return True
+    worth, figures = worth_compiling(planned_tokens, cache)
+    notice(f"{'compiling' if worth else 'eager'}: {figures}")
+    return worth
 
 
 def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
@@ -86,6 +105,8 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     from transformers import get_scheduler
 
     from folio_llm.models import load_tokenizer
+    from folio_llm.training.compiling import (CompileCache, CompileClock, compile_layers, notice,
+                                              uncompile_layers)
 
     data_dir, base_dir, out_dir, checkpoint_dir = paths.data_dir, paths.base_dir, paths.out_dir, paths.checkpoint_dir
     if params.threads:
@@ -104,6 +125,16 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     total_steps = plan.total_steps
 
     model = build_model(base_dir, params, accelerator.mixed_precision)
+    if accelerator.mixed_precision != "no":
+        skip_lora_input_casts(model)
+    loss_model = AnswerLoss(model)
+    planned_tokens = int(sum(len(r) for r in train_rows.rows) * total_steps / plan.steps_per_epoch / world)
+    compile_cache = CompileCache.for_run(model.get_base_model().config.to_dict(), model.peft_config["default"].to_dict(),
+                                         accelerator.mixed_precision, accelerator.device.type)
+    was_warm = compile_cache.warm
+    compiled = plan_compile(params.compile, planned_tokens, compile_cache, accelerator.device.type)
+    if compiled:
+        compile_layers(loss_model.causal_lm, compile_cache)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.learning_rate, weight_decay=params.weight_decay
     )
@@ -113,7 +144,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
         num_warmup_steps=int(params.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    prepared, optimizer = accelerator.prepare(loss_model, optimizer)
     progress = Progress(fingerprint=fingerprint(params, seed, data_dir, base_dir))
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(progress)
@@ -124,18 +155,35 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     if resumed_from:
         accelerator.print(f"resuming from checkpoint at step {resumed_from}")
 
-    model.train()
+    prepared.train()
     pad_id = tokenizer.pad_token_id
     started, tokens_at_start = time.perf_counter(), progress.tokens
     window = LossWindow(progress.step)
+    clock = CompileClock()
+    bar = step_bar(total_steps, progress.step, accelerator.is_main_process)
     for group in plan.groups(progress.step):
         step_tokens, step_loss = 0, 0.0
         for i, indices in enumerate(group):
             batch = {k: v.to(accelerator.device) for k, v in collate([train_rows.rows[j] for j in indices], pad_id).items()}
-            sync = i == len(group) - 1
-            with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-                loss = answer_loss(model, batch)
-            accelerator.backward(loss / len(group))
+
+            def forward_backward():
+                sync = i == len(group) - 1
+                with (nullcontext() if sync else accelerator.no_sync(prepared)), accelerator.autocast():
+                    loss = mean_answer_loss(prepared, batch)
+                accelerator.backward(loss / len(group))
+                return loss
+
+            if compiled and clock.first_step_seconds is None:
+                try:
+                    loss = forward_backward()
+                except Exception as error:  # Inductor fails in many ways (compiler, codegen, backend)
+                    optimizer.zero_grad(set_to_none=True)
+                    uncompile_layers(loss_model.causal_lm)
+                    compiled = False
+                    notice(f"compiling failed ({type(error).__name__}: {first_line(error)}); training eagerly")
+                    loss = forward_backward()
+            else:
+                loss = forward_backward()
             step_loss += loss.detach().float().item()
             step_tokens += int(batch["attention_mask"].sum().item())
         if params.max_grad_norm:
@@ -146,7 +194,12 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
         progress.step += 1
         step_tokens = int(accelerator.reduce(torch.tensor(step_tokens, device=accelerator.device), "sum").item())
         progress.tokens += step_tokens
+        if clock.first_step_seconds is None:
+            clock.first_step_done(step_tokens)
         window.add(step_loss, len(group), step_tokens)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss / len(group):.4f}",
+                        tok_s=f"{(progress.tokens - tokens_at_start) / (time.perf_counter() - started):.0f}")
         if progress.step % params.log_every == 0 or progress.step == total_steps:
             values, left = window.close(progress.step, total_steps)
             logger.log(progress.step, {"loss": values["loss"], "learning_rate": scheduler.get_last_lr()[0],
@@ -155,19 +208,34 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
         if progress.step % params.save_every == 0 and progress.step < total_steps:
             _checkpoint(accelerator, checkpoints, progress)
 
+    bar.close()
     seconds = time.perf_counter() - started
-    valid_loss = mean_loss(model, valid_rows, params.batch_size, pad_id, accelerator)
+    if accelerator.is_main_process:
+        clock.settle(compile_cache, compiled, was_warm, progress.tokens - tokens_at_start, seconds)
+    valid_loss = mean_loss(prepared, valid_rows, params.batch_size, pad_id, accelerator)
     train_loss = window.last_loss  # the last logging window's mean: a second pass over training rows costs minutes
     accelerator.wait_for_everyone()
     metrics = run_metrics(progress, plan.steps_per_epoch, train_rows, valid_rows, train_loss, valid_loss,
                           tokens_at_start, seconds, resumed_from,
-                          precision=accelerator.mixed_precision, device=accelerator.device.type, processes=world)
+                          precision=accelerator.mixed_precision, device=accelerator.device.type, processes=world,
+                          compiled=compiled)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(out_dir)
+        accelerator.unwrap_model(prepared).model.save_pretrained(out_dir)
         finish_run(paths, tokenizer, metrics, logger, checkpoints, progress.step, valid_loss)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def step_bar(total_steps: int, done: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, initial=done, desc="train", unit="step", disable=None if enabled else True,
+                dynamic_ncols=True)
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def _checkpoint(accelerator, checkpoints: CheckpointFolder, progress: Progress) -> None:

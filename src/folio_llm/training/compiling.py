@@ -1,0 +1,156 @@
+"""torch.compile for training: compiled once per machine and model, reused by every later run.
+
+Each decoder layer is compiled on its own (regional compilation): the layers share one code
+path, so Inductor builds one kernel set for all of them and compilation costs about a minute
+instead of the whole model's four (253 s, session 3). Lengths are dynamic from the first call,
+so the varying bucket lengths reuse one graph instead of compiling one per length.
+
+Inductor keeps its compiled artifacts (FX graphs, AOTAutograd) in ``TORCHINDUCTOR_CACHE_DIR``;
+that points at ``~/.cache/folio-llm/compile/<key>``, outside DVC outputs, where the key is a hash
+of everything that shapes the graphs: torch, transformers and peft versions, CPU or GPU, the
+base model's config, the LoRA shape and the precision. A later run with the same key starts
+warm; a changed key cannot reuse a wrong artifact (Inductor checks its own keys too).
+
+``train.compile: auto`` decides from the break-even: planned tokens x time saved per token vs
+the compile cost, from this machine's own records of earlier runs (``record.json`` in the key's
+folder), else the figures measured for issue #13. A missing C++ compiler, a backend that cannot
+compile, or a failing first compiled step falls back to eager with a one-line notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from folio_llm.machine_cache import cache_root, read_entries, write_entries
+
+# measured for issue #13 (Intel Xeon, Emerald Rapids, 2 cores; benchmarks/RESULTS.md), used until
+# this machine has records of its own
+DEFAULT_GAIN = 1.3  # compiled / eager tokens per second
+DEFAULT_COMPILE_SECONDS = {"cold": 55.0, "warm": 11.0}
+DEFAULT_EAGER_TOKENS_PER_S = 300.0
+
+
+def notice(message: str) -> None:
+    print(f"compile: {message}", flush=True)
+
+
+@dataclass
+class CompileCache:
+    folder: Path
+
+    @classmethod
+    def for_run(cls, model_config: dict, lora: dict, precision: str, device: str) -> "CompileCache":
+        import peft
+        import torch
+        import transformers
+
+        from folio_llm.precision import cpu_name
+
+        parts = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                 "device": device if device != "cpu" else f"cpu {cpu_name()}", "model": model_config,
+                 "lora": lora, "precision": precision, "regions": "decoder layers, dynamic"}
+        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=_sorted_if_set).encode()).hexdigest()[:16]
+        return cls(cache_root() / "compile" / key)
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / "record.json"
+
+    def record(self) -> dict:
+        return read_entries(self.record_path)
+
+    @property
+    def warm(self) -> bool:
+        return bool(self.record().get("compiled_runs"))
+
+    def update(self, **values) -> None:
+        record = self.record()
+        record.update(values)
+        write_entries(self.record_path, record)
+
+
+def _sorted_if_set(value):
+    """peft keeps target_modules in a set, whose order follows the process's hash seed."""
+    return sorted(value, key=str) if isinstance(value, (set, frozenset)) else str(value)
+
+
+def worth_compiling(planned_tokens: int, cache: CompileCache) -> tuple[bool, str]:
+    """(compile?, the figures behind the answer) for ``train.compile: auto``."""
+    record = cache.record()
+    eager = record.get("eager_tokens_per_s") or DEFAULT_EAGER_TOKENS_PER_S
+    compiled = record.get("compiled_tokens_per_s")
+    gain = compiled / eager if compiled else DEFAULT_GAIN
+    state = "warm" if cache.warm else "cold"
+    cost = record.get(f"compile_seconds_{state}") or DEFAULT_COMPILE_SECONDS[state]
+    saved = planned_tokens / eager * (1 - 1 / gain)
+    return saved > cost, (f"{state} cache, compile ~{cost:.0f} s vs ~{saved:.0f} s saved "
+                          f"({planned_tokens:,} tokens, x{gain:.2f})")
+
+
+def compiler_missing(device: str) -> str | None:
+    """Why Inductor cannot compile here, or None."""
+    try:
+        import torch._inductor.config as inductor_config  # noqa: F401
+    except Exception as error:  # an incomplete torch build
+        return f"torch.compile is not available ({type(error).__name__})"
+    if device == "cpu":
+        compiler = inductor_config.cpp.cxx[-1] or "g++"
+        if not shutil.which(compiler):
+            return f"no C++ compiler ({compiler}) on PATH"
+    elif device != "cuda":
+        return f"no Inductor backend for {device}"
+    return None
+
+
+def compile_layers(causal_lm, cache: CompileCache) -> int:
+    """Compile each decoder layer in place; returns how many."""
+    cache.folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache.folder / "inductor")
+    layers = getattr(causal_lm.get_decoder(), "layers", None)
+    if not layers:
+        raise TypeError(f"{type(causal_lm).__name__} has no decoder layers to compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+def uncompile_layers(causal_lm) -> None:
+    import torch
+
+    for layer in causal_lm.get_decoder().layers:
+        layer._compiled_call_impl = None
+    torch._dynamo.reset()
+
+
+class CompileClock:
+    """The compile's cost: the first step's time less what an eager step of its tokens takes at
+    the run's later rate; written to the cache record with the run's rate at the end."""
+
+    def __init__(self):
+        self.first_step_seconds = None
+        self.first_step_tokens = 0
+        self.started = time.perf_counter()
+
+    def first_step_done(self, tokens: int) -> None:
+        self.first_step_seconds = time.perf_counter() - self.started
+        self.first_step_tokens = tokens
+
+    def settle(self, cache: CompileCache, compiled: bool, was_warm: bool, tokens: int, seconds: float) -> None:
+        later_tokens, later_seconds = tokens - self.first_step_tokens, seconds - (self.first_step_seconds or 0)
+        if self.first_step_seconds is None or later_tokens <= 0 or later_seconds <= 0:
+            return
+        rate = later_tokens / later_seconds
+        if not compiled:
+            cache.update(eager_tokens_per_s=round(rate, 1))
+            return
+        overhead = max(0.0, self.first_step_seconds - self.first_step_tokens / rate)
+        record = cache.record()
+        cache.update(compiled_tokens_per_s=round(rate, 1),
+                     **{f"compile_seconds_{'warm' if was_warm else 'cold'}": round(overhead, 1)},
+                     compiled_runs=int(record.get("compiled_runs", 0)) + 1)
