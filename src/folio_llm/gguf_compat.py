@@ -167,6 +167,7 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
     ids the engine fed itself, to compare with llama.cpp's."""
     from gpt4all import GPT4All
     from gpt4all._pyllmodel import LLModel
+    from tqdm import tqdm
 
     from folio_llm.llamacpp import captured_stderr, threads
     from folio_llm.models import prompt_text
@@ -195,7 +196,7 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
             lines = [line for line in log[0].splitlines() if "error" in line.lower()]
             raise ValueError(f"{path}: GPT4All cannot load it ({(lines or [failure])[-1].strip()})")
         try:
-            for messages in conversations:
+            for messages in tqdm(conversations, desc="gpt4all", unit="prompt", disable=None, leave=False):
                 head = [m for m in messages if m["role"] != "assistant"]
                 user = next(m["content"] for m in reversed(head) if m["role"] == "user")
                 rendered = prompt_text(tokenizer, [m if m["role"] != "user" else {**m, "content": marker}

@@ -53,8 +53,8 @@ class CompileCache:
         from folio_llm.precision import cpu_name
 
         parts = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                 "device": device if device != "cpu" else f"cpu {cpu_name()}", "model": model_config,
-                 "lora": lora, "precision": precision, "regions": "decoder layers, dynamic"}
+                 "device": device if device != "cpu" else f"cpu {cpu_name()}", "model": _without_paths(model_config),
+                 "lora": _without_paths(lora), "precision": precision, "regions": "decoder layers, dynamic"}
         key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=_sorted_if_set).encode()).hexdigest()[:16]
         return cls(cache_root() / "compile" / key)
 
@@ -73,6 +73,11 @@ class CompileCache:
         record = self.record()
         record.update(values)
         write_entries(self.record_path, record)
+
+
+def _without_paths(config: dict) -> dict:
+    """Where the base model lies changes no graph: a copy of the repo shares the cache."""
+    return {k: v for k, v in config.items() if k not in ("_name_or_path", "base_model_name_or_path")}
 
 
 def _sorted_if_set(value):
@@ -106,6 +111,35 @@ def compiler_missing(device: str) -> str | None:
     elif device != "cuda":
         return f"no Inductor backend for {device}"
     return None
+
+
+def decide(setting: str, planned_tokens: int, cache: CompileCache, device: str) -> bool:
+    """Whether to compile this run (``train.compile``), with a one-line notice either way."""
+    if setting == "off":
+        return False
+    missing = compiler_missing(device)
+    if missing:
+        notice(f"{missing}; training eagerly")
+        return False
+    if setting == "on":
+        notice(f"on ({'warm' if cache.warm else 'cold'} cache {cache.folder})")
+        return True
+    worth, figures = worth_compiling(planned_tokens, cache)
+    notice(f"{'compiling' if worth else 'eager'}: {figures}")
+    return worth
+
+
+def first_compiled_step(forward_backward, causal_lm, optimizer):
+    """Run the first step, where Inductor compiles; if that fails in any way (compiler, codegen,
+    backend), drop the compiled layers and run the step again eagerly. (loss, still compiled)"""
+    try:
+        return forward_backward(), True
+    except Exception as error:
+        optimizer.zero_grad(set_to_none=True)
+        uncompile_layers(causal_lm)
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        notice(f"compiling failed ({type(error).__name__}: {first_line}); training eagerly")
+        return forward_backward(), False
 
 
 def compile_layers(causal_lm, cache: CompileCache) -> int:

@@ -79,24 +79,6 @@ def mean_loss(loss_model, split: EncodedSplit, batch_size: int, pad_id: int, acc
     return total / count if count else None
 
 
-def plan_compile(setting: str, planned_tokens: int, cache, device: str) -> bool:
-    """Whether to compile this run (``train.compile``), with a one-line notice either way."""
-    from folio_llm.training.compiling import compiler_missing, notice, worth_compiling
-
-    if setting == "off":
-        return False
-    missing = compiler_missing(device)
-    if missing:
-        notice(f"{missing}; training eagerly")
-        return False
-    if setting == "on":
-        notice(f"on ({'warm' if cache.warm else 'cold'} cache {cache.folder})")
-        return True
-    worth, figures = worth_compiling(planned_tokens, cache)
-    notice(f"{'compiling' if worth else 'eager'}: {figures}")
-    return worth
-
-
 def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     import torch
     from accelerate import Accelerator
@@ -105,8 +87,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     from transformers import get_scheduler
 
     from folio_llm.models import load_tokenizer
-    from folio_llm.training.compiling import (CompileCache, CompileClock, compile_layers, notice,
-                                              uncompile_layers)
+    from folio_llm.training.compiling import CompileCache, CompileClock, compile_layers, decide, first_compiled_step
 
     data_dir, base_dir, out_dir, checkpoint_dir = paths.data_dir, paths.base_dir, paths.out_dir, paths.checkpoint_dir
     if params.threads:
@@ -132,7 +113,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     compile_cache = CompileCache.for_run(model.get_base_model().config.to_dict(), model.peft_config["default"].to_dict(),
                                          accelerator.mixed_precision, accelerator.device.type)
     was_warm = compile_cache.warm
-    compiled = plan_compile(params.compile, planned_tokens, compile_cache, accelerator.device.type)
+    compiled = decide(params.compile, planned_tokens, compile_cache, accelerator.device.type)
     if compiled:
         compile_layers(loss_model.causal_lm, compile_cache)
     optimizer = torch.optim.AdamW(
@@ -174,14 +155,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
                 return loss
 
             if compiled and clock.first_step_seconds is None:
-                try:
-                    loss = forward_backward()
-                except Exception as error:  # Inductor fails in many ways (compiler, codegen, backend)
-                    optimizer.zero_grad(set_to_none=True)
-                    uncompile_layers(loss_model.causal_lm)
-                    compiled = False
-                    notice(f"compiling failed ({type(error).__name__}: {first_line(error)}); training eagerly")
-                    loss = forward_backward()
+                loss, compiled = first_compiled_step(forward_backward, loss_model.causal_lm, optimizer)
             else:
                 loss = forward_backward()
             step_loss += loss.detach().float().item()
@@ -232,10 +206,6 @@ def step_bar(total_steps: int, done: int, enabled: bool):
 
     return tqdm(total=total_steps, initial=done, desc="train", unit="step", disable=None if enabled else True,
                 dynamic_ncols=True)
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def _checkpoint(accelerator, checkpoints: CheckpointFolder, progress: Progress) -> None:
