@@ -90,6 +90,15 @@ def test_a_failing_compile_falls_back_to_eager_and_loses_no_step(tiny_base, real
     assert failed["valid_loss"] == pytest.approx(eager["valid_loss"], rel=1e-6)
 
 
+def test_an_unwritable_cache_folder_trains_eagerly(tiny_base, real_dataset, tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("FOLIO_LLM_CACHE", str(tmp_path / "cache"))
+    metrics = run(tiny_base, real_dataset, tmp_path, "run", "on")
+    notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("compile:")]
+    assert notices[-1].startswith("compile: cannot compile (") and notices[-1].endswith("; training eagerly")
+    assert metrics["compiled"] is False and metrics["steps"] == 6
+
+
 def test_auto_compiles_when_the_planned_tokens_pay_back_the_compile(tmp_path, monkeypatch):
     monkeypatch.setenv("FOLIO_LLM_CACHE", str(tmp_path))
     cache = CompileCache.for_run({"hidden_size": 576}, {"r": 16, "target_modules": {"q_proj", "v_proj"}}, "bf16", "cpu")

@@ -66,8 +66,9 @@ def test_loss_falls_and_outputs_match_the_torch_layout(trained, tiny):
     assert json.loads((tmp / "metrics.json").read_text()) == metrics
     assert set(metrics) == {
         "steps", "epochs", "train_rows", "train_rows_too_long", "valid_rows", "train_loss", "valid_loss",
-        "tokens", "tokens_per_s", "seconds", "resumed_from_step", "precision", "device", "processes",
+        "tokens", "tokens_per_s", "seconds", "resumed_from_step", "precision", "device", "processes", "compiled",
     }
+    assert metrics["compiled"] is False
     assert metrics["steps"] == 5 and metrics["epochs"] == 2.5
     assert metrics["train_rows"] == 8 and metrics["valid_rows"] == 2 and metrics["resumed_from_step"] == 0
     assert metrics["device"] == "mlx-cpu" and metrics["precision"] == "no"

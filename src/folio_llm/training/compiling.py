@@ -154,6 +154,17 @@ def compile_layers(causal_lm, cache: CompileCache) -> int:
     return len(layers)
 
 
+def try_compile_layers(causal_lm, cache: CompileCache) -> bool:
+    """``compile_layers``, or a one-line notice and False where the model or the cache folder
+    does not allow it."""
+    try:
+        compile_layers(causal_lm, cache)
+        return True
+    except (OSError, TypeError, AttributeError) as error:
+        notice(f"cannot compile ({type(error).__name__}: {error}); training eagerly")
+        return False
+
+
 def uncompile_layers(causal_lm) -> None:
     import torch
 

@@ -87,7 +87,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     from transformers import get_scheduler
 
     from folio_llm.models import load_tokenizer
-    from folio_llm.training.compiling import CompileCache, CompileClock, compile_layers, decide, first_compiled_step
+    from folio_llm.training.compiling import CompileCache, CompileClock, decide, first_compiled_step, try_compile_layers
 
     data_dir, base_dir, out_dir, checkpoint_dir = paths.data_dir, paths.base_dir, paths.out_dir, paths.checkpoint_dir
     if params.threads:
@@ -115,7 +115,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
     was_warm = compile_cache.warm
     compiled = decide(params.compile, planned_tokens, compile_cache, accelerator.device.type)
     if compiled:
-        compile_layers(loss_model.causal_lm, compile_cache)
+        compiled = try_compile_layers(loss_model.causal_lm, compile_cache)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.learning_rate, weight_decay=params.weight_decay
     )
