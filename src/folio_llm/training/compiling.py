@@ -101,7 +101,7 @@ def worth_compiling(planned_tokens: int, cache: CompileCache) -> tuple[bool, str
 def compiler_missing(device: str) -> str | None:
     """Why Inductor cannot compile here, or None."""
     try:
-        import torch._inductor.config as inductor_config  # noqa: F401
+        import torch._inductor.config as inductor_config
     except Exception as error:  # an incomplete torch build
         return f"torch.compile is not available ({type(error).__name__})"
     if device == "cpu":
