@@ -142,21 +142,72 @@ def modelfile(name: str, gguf_name: str, tokenizer, system_prompt: str, max_new_
             "PARAMETER num_ctx 4096\n")
 
 
+# Logits are compared on the prompt's last position and this many answer positions after it
+# (every position of a 49k vocabulary in float32 would take gigabytes for 20 long answers).
+COMPARED_ANSWER_TOKENS = 64
+# a position is decisive where the reference's best token leads the second by this many logits:
+# there the other engine must choose the same token; below it, a change of arithmetic may flip
+DECISIVE_MARGIN = 0.5
+
+
+def teacher_forced(model, tokenizer, conversations, outputs) -> tuple[list[list[int]], list[int], list]:
+    """Each prompt followed by the start of the reference answer, as token ids; the number of
+    prompt tokens; the reference's float32 logits from the prompt's last position on."""
+    import torch
+
+    from folio_llm.models import prompt_text
+
+    sequences, prompt_lengths, logits = [], [], []
+    for messages, output in zip(conversations, outputs):
+        prompt = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(output, add_special_tokens=False)["input_ids"][:COMPARED_ANSWER_TOKENS]
+        ids = prompt + answer
+        with torch.inference_mode():
+            rows = model(torch.tensor([ids], device=model.device)).logits[0, len(prompt) - 1:]
+        sequences.append(ids)
+        prompt_lengths.append(len(prompt))
+        logits.append(rows.float().cpu().numpy())
+    return sequences, prompt_lengths, logits
+
+
+def logit_agreement(reference: list, other: list, margin: float = DECISIVE_MARGIN) -> dict:
+    """How far two engines' logits on the same tokens are apart, and whether they pick the same
+    next token where the reference is decisive (its top two ``margin`` or more apart)."""
+    import numpy as np
+
+    positions = decisive = decisive_agree = agree = 0
+    worst = 0.0
+    for a, b in zip(reference, other):
+        worst = max(worst, float(np.abs(a - b).max()))
+        top2 = np.partition(a, -2, axis=1)[:, -2:]
+        wide = np.abs(top2[:, 1] - top2[:, 0]) >= margin
+        same = a.argmax(axis=1) == b.argmax(axis=1)
+        positions += len(a)
+        agree += int(same.sum())
+        decisive += int(wide.sum())
+        decisive_agree += int((same & wide).sum())
+    return {"positions": positions, "max_abs_diff": round(worst, 4), "margin": margin, "decisive": decisive,
+            "decisive_agree": decisive_agree, "top1_agree": agree}
+
+
 def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict], *, batch_size: int,
            max_new_tokens: int, dtype: str = "float32", gpt4all: dict[str, str | Path] | None = None) -> dict:
-    """Greedy answers of the merged model (transformers) and of each GGUF file (llama.cpp; the
-    files in ``gpt4all`` through GPT4All's own engine) to the same test prompts: the share of
-    identical answers and each one's macro field score against the references. The reference
-    is float32, the weights as they are: bf16 generation flips near-ties itself (a quarter of
-    the answers of the default model differ from float32's), so it is no yardstick for the
-    GGUF files."""
+    """The merged model (transformers) against each GGUF file (llama.cpp; the files in
+    ``gpt4all`` through GPT4All's own engine) on the same test prompts.
+
+    What holds on every machine: the same prompt token ids, and logits on the same tokens (each
+    prompt with the start of transformers' answer) within rounding of the file's type, with the
+    same next token wherever the reference is decisive (``logits``). Reported, not a property
+    any machine guarantees: the share of identical free-running greedy answers (a near-tie
+    flipped by other kernels changes the rest of an answer) and each one's macro field score.
+    The reference is float32, the weights as they are: bf16 generation flips near-ties itself."""
     from folio_llm.answers import closed_answer
     from folio_llm.evaluation.generate import generate as generate_hf
     from folio_llm.evaluation.generate import inference_dtype, load_for_inference
     from folio_llm.evaluation.scoring import score
     from folio_llm.gguf_compat import gpt4all_generate, gpt4all_version, token_ids
     from folio_llm.llamacpp import generate as generate_llamacpp
-    from folio_llm.llamacpp import load_gguf
+    from folio_llm.llamacpp import load_gguf, token_logits
     from folio_llm.models import prompt_text
 
     conversations = [row["messages"][:-1] for row in rows]
@@ -173,6 +224,7 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     result: dict = {"rows": len(rows),
                     "transformers": {"dtype": inference_dtype(dtype),
                                      **summary(reference_outputs, time.perf_counter() - started)}}
+    sequences, prompt_lengths, reference_logits = teacher_forced(model, tokenizer, conversations, reference_outputs)
     del model
 
     def compared(outputs: list[str], seconds: float) -> dict:
@@ -189,6 +241,12 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
         finally:
             llm.close()
         result[kind] = compared(outputs, time.perf_counter() - started)
+        prompts = [gguf_tokenizer(prompt_text(gguf_tokenizer, c), add_special_tokens=False)["input_ids"]
+                   for c in conversations]
+        logits = [rows[n - 1:] for rows, n in zip(token_logits(path, sequences), prompt_lengths)]
+        result[kind]["logits"] = {
+            "prompt_tokens_identical": sum(p == s[:n] for p, s, n in zip(prompts, sequences, prompt_lengths)),
+            **logit_agreement(reference_logits, logits)}
     for kind, path in (gpt4all or {}).items():
         started = time.perf_counter()
         outputs, fed = gpt4all_generate(path, tokenizer, conversations, max_new_tokens)

@@ -112,6 +112,27 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
     return answers
 
 
+def token_logits(path: str | Path, sequences: Sequence[Sequence[int]]) -> list:
+    """llama.cpp's logits at every position of each token sequence, fed as given (row i scores
+    the token after position i). A context of its own, no larger than the longest sequence:
+    logits for every position take n_ctx x vocabulary floats."""
+    import numpy as np
+
+    llama_cpp = llama_cpp_module()
+    n_ctx = max(len(ids) for ids in sequences) + 1
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
+                          n_threads=threads(), n_threads_batch=threads(), verbose=False)
+    try:
+        rows = []
+        for ids in sequences:
+            llm.reset()
+            llm.eval(list(ids))
+            rows.append(np.array(llm.scores[:len(ids)], dtype=np.float32))
+        return rows
+    finally:
+        llm.close()
+
+
 def quantize(source: str | Path, out: str | Path, kind: str) -> Path:
     """Quantize a GGUF file (f16 or f32) with llama.cpp's own quantizer (``llama_model_quantize``)."""
     llama_cpp = llama_cpp_module()

@@ -50,5 +50,12 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
                                f"{parity[kind]['exact_match']:.0%} identical"
                                + (f" in {parity[kind]['engine']}" if "engine" in parity[kind] else "")
                                for kind in compared))
+        for kind in compared:
+            logits = parity[kind].get("logits")
+            if logits:
+                click.echo(f"{kind} logits on the same tokens: max difference {logits['max_abs_diff']:.3g}; "
+                           f"same next token at {logits['decisive_agree']} of {logits['decisive']} decisive positions "
+                           f"({logits['positions'] - logits['decisive']} near-ties reported, not required); "
+                           f"prompt tokens identical {logits['prompt_tokens_identical']} of {parity['rows']}")
         if isinstance(parity.get("gpt4all"), str):
             click.echo(f"note: GPT4All {parity['gpt4all']}")
