@@ -10,6 +10,7 @@ Starts the app in this process on a free loopback port. One line per measurement
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,8 +38,9 @@ def main(model, data, rows, params_path):
     params = load_params(params_path)
     conversations = [r["messages"][:-1] for r in load_test_rows(data, rows)[0]]
     schema = target_schema(params.denormalize.fields)
+    jobs = tempfile.TemporaryDirectory()
     app = create_app(model, params, reference_dir=REPO / params.source.reference_data,
-                     schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[])
+                     schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[], jobs_dir=jobs.name)
     url, stop = serve_in_thread(app)
 
     seconds = []

@@ -1,5 +1,8 @@
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,33 @@ REFERENCE = RAW / "folio" / "reference-data"
 RULES = RAW / "folio" / "mapping-rules" / "marc-bib.json"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# what a copy of the repo for a real `dvc repro` leaves behind: environments, caches, outputs
+SKIP = {".venv", ".pytest_cache", "__pycache__", "models", "metrics", "reports", "dvclive", "build", "dvc.lock"}
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repo as it is now (uncommitted edits included, git history too), without outputs."""
+    def ignore(folder, names):
+        rel = Path(folder).relative_to(REPO)
+        skipped = {n for n in names if n in SKIP or n.endswith(".egg-info")}
+        if rel == Path(".dvc"):
+            skipped |= {"cache", "tmp"}
+        if rel == Path("data"):
+            skipped |= {n for n in names if n != "raw.dvc"}
+        return skipped
+
+    shutil.copytree(REPO, dest, ignore=ignore)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> str:
+    """`dvc ARGS` in ``repo``; its output, or a test failure with all of it."""
+    # stages run `python scripts/...`: make that the python running these tests
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")

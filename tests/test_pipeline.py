@@ -3,43 +3,16 @@
 Only the data stages run here (`dvc repro dataset`); training runs in test_training.py."""
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, SHARED
+from conftest import SHARED, copy_repo, dvc
 
 pytestmark = pytest.mark.slow
 
-SKIP = {".venv", ".pytest_cache", "__pycache__", "models", "metrics", "reports", "dvclive", "build", "dvc.lock"}
 OUTPUTS = ["data/instances.jsonl", "data/denormalized.jsonl", "data/datasets"]
-
-
-def copy_repo(dest: Path) -> Path:
-    def ignore(folder, names):
-        rel = Path(folder).relative_to(REPO)
-        skipped = {n for n in names if n in SKIP or n.endswith(".egg-info")}
-        if rel == Path(".dvc"):
-            skipped |= {"cache", "tmp"}
-        if rel == Path("data"):
-            skipped |= {n for n in names if n != "raw.dvc"}
-        return skipped
-
-    shutil.copytree(REPO, dest, ignore=ignore)
-    return dest
-
-
-def dvc(repo: Path, *args: str) -> str:
-    # stages run `python scripts/...`: make that the python running these tests
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 def digests(repo: Path) -> dict[str, str]:

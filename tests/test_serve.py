@@ -52,12 +52,13 @@ def tenant():
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_gguf, real_dataset, tenant):
+def server(smollm2_gguf, real_dataset, tenant, tmp_path_factory):
     """`folio-llm serve`'s app on a free loopback port, in a thread of this process."""
     from folio_llm.serve import create_app, example_descriptions, serve_in_thread
 
     app = create_app(smollm2_gguf, PARAMS, reference_dir=REFERENCE, schemas_dir=SCHEMAS,
-                     examples=example_descriptions(real_dataset / "openai" / "test.jsonl", 4))
+                     examples=example_descriptions(real_dataset / "openai" / "test.jsonl", 4),
+                     jobs_dir=tmp_path_factory.mktemp("jobs"))
     url, stop = serve_in_thread(app)
     yield url
     stop()
@@ -148,6 +149,9 @@ def test_the_page_proposes_edits_creates_once_and_runs_a_batch(server, tenant, r
         rejects = httpx.get(server + page.get_attribute("#batch-rejects", "href")).text.splitlines()
         assert "4 records, 1 rejected" in status, rejects
         records = httpx.get(server + page.get_attribute("#batch-records", "href")).text.splitlines()
+        job = page.get_attribute("#batch-records", "href").split("/")[3]
+        listed = page.wait_for_selector(f"#jobs tr[data-job='{job}'][data-state=finished]")  # the kept jobs
+        assert "five.csv" in listed.inner_text() and "4 records, 1 rejected" in listed.inner_text()
         browser.close()
     assert [json.loads(r)["title"] for r in records] == [r["title"] for r in (*others[:3], first)]
     assert [json.loads(r)["where"] for r in rejects] == ["five.csv: line 6"]  # each description spans 2 lines
@@ -171,6 +175,26 @@ def test_a_proposal_is_created_once_however_often_it_is_sent(server, tenant, rea
         thread.join()
     assert len(tenant.created) == before + 1, results
     assert len({r["id"] for r in results}) == 1 and sum(bool(r.get("already_created")) for r in results) == 3
+
+
+def test_a_creation_is_remembered_across_a_restart(tenant, real_dataset, tmp_path):
+    """Two Catalogers on one job store, one after the other, as a server before and after a
+    restart: the second answers the first's record for the key and sends nothing."""
+    from folio_llm.folio.api import FolioApi
+    from folio_llm.jobs import JobStore
+    from folio_llm.predict import FolioMapper
+    from folio_llm.serve import Cataloger
+
+    record = known_records(real_dataset, 1)[0]
+    before = len(tenant.created)
+    first = Cataloger(None, FolioMapper(REFERENCE, SCHEMAS), SYSTEM, [], JobStore(tmp_path))
+    made = first.create(record, "restart-key-0001", FolioApi.connect)
+    first.stop()
+    first.store.close()
+    second = Cataloger(None, FolioMapper(REFERENCE, SCHEMAS), SYSTEM, [], JobStore(tmp_path))
+    assert second.create(record, "restart-key-0001", FolioApi.connect) == {**made, "already_created": True}
+    second.stop()
+    assert len(tenant.created) == before + 1
 
 
 def test_bad_requests_get_a_one_line_reason_and_credentials_never_reach_the_page(server):

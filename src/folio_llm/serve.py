@@ -17,10 +17,10 @@ double click or two people on one proposal never create two records.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 # module level, not in create_app: FastAPI resolves the endpoints' annotations in this module
@@ -47,31 +47,24 @@ def field_of(path: str) -> str:
     return path or "record"
 
 
-@dataclass
-class BatchJob:
-    total: int
-    done: int = 0
-    records: list[dict] = field(default_factory=list)
-    rejects: list[dict] = field(default_factory=list)
-    warnings: int = 0  # records with a warning: a label FOLIO does not know, a field its schema refuses
-    finished: bool = False
-    error: str | None = None
-
-    def status(self) -> dict:
-        return {"total": self.total, "done": self.done, "written": len(self.records), "rejected": len(self.rejects),
-                "with_warnings": self.warnings, "finished": self.finished, "error": self.error}
-
-
 class Cataloger:
     """The page's side: proposals, FOLIO requests, creations once per key, batch jobs."""
 
-    def __init__(self, generator, mapper, system_prompt: str, examples: list[str]):
+    def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store):
         self.generator, self.mapper, self.system_prompt, self.examples = generator, mapper, system_prompt, examples
+        self.store = store  # jobs.JobStore: batch jobs and creations, kept across restarts
         self.model_lock = threading.Lock()  # one generation at a time: llama.cpp contexts are not shared
-        self.created: dict[str, dict] = {}
         self.creating: dict[str, threading.Lock] = {}
         self.keys_lock = threading.Lock()
-        self.jobs: dict[str, BatchJob] = {}
+        self.work = threading.Event()
+        self.stopping = False
+        self.worker = threading.Thread(target=self._run_batches, daemon=True, name="batch-jobs")
+        self.worker.start()  # unfinished jobs of an earlier run go on at once
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.work.set()
+        self.worker.join(timeout=60)
 
     def propose(self, description: str) -> dict:
         from folio_llm.predict import conversation
@@ -128,59 +121,64 @@ class Cataloger:
         with self.keys_lock:
             lock = self.creating.setdefault(key, threading.Lock())
         with lock:
-            if key in self.created:
-                return {**self.created[key], "already_created": True}
+            earlier = self.store.created(key)
+            if earlier:
+                return {**earlier, "already_created": True}
             checked = self.check_record(record)
             if not checked["valid"]:
                 problems = "; ".join(w["message"] for w in checked["warnings"] if w["message"].startswith("FOLIO"))
                 raise ValueError(f"not a valid FOLIO Instance: {problems[:300]}")
             with connect() as tenant:
                 result = post_instance({**checked["instance"], "id": instance_id(key)}, send=True, client=tenant)
-            self.created[key] = {"id": result.id, "hrid": result.hrid}
-            return dict(self.created[key])
+            self.store.remember_created(key, result.id, result.hrid)
+            return {"id": result.id, "hrid": result.hrid}
 
-    def start_batch(self, data: bytes, filename: str) -> tuple[str, BatchJob]:
+    def start_batch(self, data: bytes, filename: str) -> dict:
+        """A job for an uploaded .csv or .jsonl file, stored before this returns; the worker
+        answers its rows in the background."""
         from folio_llm.predict import BadInput, read_requests
 
         suffix = Path(filename or "").suffix.lower()
         if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
             raise ValueError(f"{filename or 'the upload'}: expected a .csv or .jsonl file")
+        name = Path(filename).name
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             items = list(read_requests([], path, self.system_prompt))
-        if len(items) > MAX_BATCH_ROWS:
-            raise OverflowError(f"{len(items)} rows: a batch holds at most {MAX_BATCH_ROWS}")
-        name = Path(filename).name
-        job = BatchJob(total=len(items))
-        for item in items:
-            if isinstance(item, BadInput):
-                job.rejects.append({"where": item.where.replace(str(path), name), "reason": item.reason})
-                job.done += 1
-        requests = [item for item in items if not isinstance(item, BadInput)]
-        job_id = uuid.uuid4().hex
-        self.jobs[job_id] = job
-        threading.Thread(target=self._run_batch, args=(job, requests, str(path), name), daemon=True).start()
-        return job_id, job
-
-    def _run_batch(self, job: BatchJob, requests: list, temp_path: str, name: str) -> None:
-        try:
-            for request in requests:
-                where = request.where.replace(temp_path, name)
-                with self.model_lock:
-                    answer = self.generator.answer([request.messages], progress=False)[0]
-                checked = self.check_answer(answer)
-                if checked["record"] is None:
-                    job.rejects.append({"where": where, "reason": checked["error"], "description": request.description,
-                                        "output": answer})
+            if len(items) > MAX_BATCH_ROWS:
+                raise OverflowError(f"{len(items)} rows: a batch holds at most {MAX_BATCH_ROWS}")
+            requests, rejects = [], []
+            for position, item in enumerate(items):
+                where = item.where.replace(str(path), name)
+                if isinstance(item, BadInput):
+                    rejects.append((position, {"where": where, "reason": item.reason}))
                 else:
-                    job.records.append(checked["record"])
-                    job.warnings += bool(checked["warnings"])
-                job.done += 1
-        except Exception as exc:  # the job reports it; the server goes on
-            job.error = " ".join(str(exc).split())[:300] or type(exc).__name__
-        finally:
-            job.finished = True
+                    requests.append((where, item.messages))
+        job = self.store.add_job(name, requests, rejects)
+        self.work.set()
+        return self.store.status(job)
+
+    def _run_batches(self) -> None:
+        """Answer every stored row without an answer, oldest job first, one row at a time."""
+        while not self.stopping:
+            row = self.store.next_pending()
+            if row is None:
+                self.work.wait(timeout=5)
+                self.work.clear()
+                continue
+            try:
+                with self.model_lock:
+                    answer = self.generator.answer([row.messages], progress=False)[0]
+                checked = self.check_answer(answer)
+            except Exception as exc:  # the job reports it; the server and the other jobs go on
+                self.store.fail(row.job, " ".join(str(exc).split())[:300] or type(exc).__name__)
+                continue
+            if checked["record"] is None:
+                self.store.answer(row, {"where": row.place, "reason": checked["error"],
+                                        "description": row.messages[-1]["content"], "output": answer}, is_record=False)
+            else:
+                self.store.answer(row, checked["record"], is_record=True, warned=bool(checked["warnings"]))
 
 
 def openai_defaults(body: dict, system_prompt: str) -> dict:
@@ -250,13 +248,16 @@ async def _refuse(send, status: int, message: str) -> None:
 
 
 def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_dir: str | Path,
-               examples: list[str], copy: bool | None = None, connect=None, api_key: str | None = None):
-    """The ASGI app: llama-cpp-python's OpenAI-compatible API and the cataloger's page."""
+               examples: list[str], jobs_dir: str | Path, copy: bool | None = None, connect=None,
+               api_key: str | None = None):
+    """The ASGI app: llama-cpp-python's OpenAI-compatible API and the cataloger's page; batch
+    jobs and creations kept in ``jobs_dir`` (jobs.JobStore)."""
     from llama_cpp.server.app import create_app as create_openai_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from folio_llm.answers import target_schema
     from folio_llm.folio.api import FolioApi, FolioApiError
+    from folio_llm.jobs import JobStore
     from folio_llm.llamacpp import threads
     from folio_llm.predict import FolioMapper, Generator
 
@@ -268,7 +269,10 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=settings.max_new_tokens,
                                schema=target_schema(params.denormalize.fields) if settings.constrained else None,
                                copy_fields=settings.copy_fields if copy else None)
-    cataloger = Cataloger(generator, mapper, system_prompt, examples)
+    store = JobStore(jobs_dir)
+    if store.notice:
+        print(f"warning: {store.notice}", file=sys.stderr, flush=True)
+    cataloger = Cataloger(generator, mapper, system_prompt, examples, store)
     connect = connect or FolioApi.connect
 
     app: FastAPI = create_openai_app(
@@ -346,30 +350,33 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
             return error(400, "'file': upload a .csv or .jsonl file of descriptions")
         data = await file.read()
         try:
-            job_id, job = cataloger.start_batch(data, file.filename or "")
+            return cataloger.start_batch(data, file.filename or "")
         except OverflowError as exc:
             return error(413, str(exc))
         except (ValueError, UnicodeDecodeError) as exc:
             return error(400, str(exc))
-        return {"job": job_id, **job.status()}
+
+    @app.get("/api/batch")
+    def api_batch_list():
+        return {"jobs": store.jobs()}
 
     @app.get("/api/batch/{job_id}")
     def api_batch_status(job_id: str):
-        job = cataloger.jobs.get(job_id)
-        return {"job": job_id, **job.status()} if job else error(404, f"no batch job {job_id}")
+        return store.status(job_id) or error(404, f"no batch job {job_id}")
 
     @app.get("/api/batch/{job_id}/{kind}.jsonl")
     def api_batch_file(job_id: str, kind: str):
-        job = cataloger.jobs.get(job_id)
-        if job is None or kind not in ("records", "rejects"):
+        if store.status(job_id) is None or kind not in ("records", "rejects"):
             return error(404, f"no {kind} for batch job {job_id}")
-        rows = job.records if kind == "records" else job.rejects
+        rows = store.results(job_id, "record" if kind == "records" else "reject")
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         return PlainTextResponse(text, media_type="application/x-ndjson", headers={
             "content-disposition": f'attachment; filename="{kind}.jsonl"'})
 
     @app.on_event("shutdown")
     def release_model():
+        cataloger.stop()
+        store.close()
         generator.close()
 
     @app.exception_handler(RequestValidationError)

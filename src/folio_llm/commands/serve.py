@@ -22,10 +22,13 @@ from folio_llm.params import load_params
               help="The tenant's reference data [default: params.source.reference_data].")
 @click.option("--examples", "examples_path", default="data/datasets/openai/test.jsonl", show_default=True,
               type=click.Path(dir_okay=False), help="Test split whose descriptions the page offers as examples.")
+@click.option("--jobs", "jobs_dir", default="data/jobs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the batch jobs' store (jobs.sqlite3): a restart resumes unfinished jobs and keeps "
+                   "finished ones and the records created in FOLIO.")
 @SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def serve(model_path, host, port, copy, reference_data, examples_path, schemas, params_path):
+def serve(model_path, host, port, copy, reference_data, examples_path, jobs_dir, schemas, params_path):
     """Serve the model: a web page at / (describe an item, review and edit the proposed FOLIO
     Instance, create it in FOLIO; batch files) and an OpenAI-compatible API at /v1
     (chat completions with JSON-schema response formats, models).
@@ -44,7 +47,7 @@ def serve(model_path, host, port, copy, reference_data, examples_path, schemas, 
     if not model.is_file():
         raise ValueError(f"no GGUF file at {model} (run `dvc repro export`, or pass --model FILE.gguf)")
     app = create_app(model, params, reference_dir=reference_data or params.source.reference_data,
-                     schemas_dir=schemas, examples=example_descriptions(examples_path), copy=copy,
+                     schemas_dir=schemas, examples=example_descriptions(examples_path), jobs_dir=jobs_dir, copy=copy,
                      api_key=os.environ.get("FOLIO_LLM_API_KEY") or None)
     click.echo(f"serving {model} at http://{host}:{port}/ (page) and http://{host}:{port}/v1 (OpenAI API)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
