@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from folio_llm.checking import FolioMapper, check_answer
 from folio_llm.jsonl import read_jsonl
 
 BACKENDS = ("transformers", "llama.cpp")
@@ -192,7 +193,7 @@ class Generator:
 
 
 # ---------------------------------------------------------------------------------------
-# answers to records
+# answers to records, as predict prints them
 
 
 @dataclass
@@ -202,42 +203,8 @@ class Outcome:
     error: str | None = None
 
 
-class FolioMapper:
-    """Labels back to the tenant's reference UUIDs, then FOLIO's Instance schema."""
-
-    def __init__(self, reference_dir: str | Path, schemas_dir: str | Path):
-        from folio_llm.folio.instance import FolioSchema
-        from folio_llm.folio.reference import ReferenceData
-
-        if not Path(schemas_dir).is_dir():
-            raise ValueError(f"FOLIO schemas folder not found: {schemas_dir}")
-        self.reference = ReferenceData.load(reference_dir)
-        self.schema = FolioSchema(schemas_dir)
-
-    def __call__(self, record: dict) -> Outcome:
-        from folio_llm.folio.instance import to_folio
-
-        instance, unknown = to_folio(record, self.reference, self.schema)
-        warnings = [f"{u['path']}: {u['label']!r} matches no {u['kind']} entry in the reference data (left out)"
-                    for u in unknown]
-        errors = self.schema.errors(instance)
-        if errors:
-            more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
-            return Outcome(None, warnings, f"not a valid FOLIO Instance: {'; '.join(errors[:3])}{more}")
-        return Outcome(instance, warnings)
-
-
 def to_record(output: str, folio: FolioMapper | None = None) -> Outcome:
-    """The model's answer as a record (FOLIO-ready with ``folio``), or why it is not one."""
-    from folio_llm.answers import close_cut_json, parse_output
-
-    closed = close_cut_json(output)
-    record, _ = parse_output(closed or output)
-    if record is None:
-        shown = " ".join(output.split())
-        return Outcome(None, error=f"the model's answer is not a JSON object: {shown[:80]!r}"
-                                   f"{'...' if len(shown) > 80 else ''}")
-    outcome = folio(record) if folio else Outcome(record)
-    if closed:
-        outcome.warnings.insert(0, "the answer was cut off (loop or token limit): kept up to its last whole field")
-    return outcome
+    """The model's answer as the record `predict` writes (FOLIO-ready with ``folio``), its
+    warnings as lines, or why there is none (checking.check_answer)."""
+    checked = check_answer(output, folio)
+    return Outcome(checked.usable, checked.lines(), checked.error)

@@ -29,6 +29,8 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
+from folio_llm.checking import check_answer, check_record
+
 PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY = 2 * 2**20  # bytes in one request (a batch upload included)
 MAX_DESCRIPTION = 8000  # characters in one description
@@ -38,13 +40,6 @@ ID_NAMESPACE = uuid.UUID("5b1f5d3c-53a1-4c55-9a11-0f0c7f1a2b3c")  # instance id 
 
 def instance_id(key: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, key))
-
-
-def field_of(path: str) -> str:
-    """The top-level field a warning's path names: 'contributors[0].contributorTypeText' -> 'contributors'."""
-    for stop in ".[/":
-        path = path.split(stop)[0]
-    return path or "record"
 
 
 class Cataloger:
@@ -71,48 +66,18 @@ class Cataloger:
 
         with self.model_lock:
             answer = self.generator.answer([conversation(self.system_prompt, description)], progress=False)[0]
-        result = self.check_answer(answer)
+        result = check_answer(answer, self.mapper).as_json()
         result["key"] = uuid.uuid4().hex
         return result
-
-    def check_answer(self, answer: str) -> dict:
-        from folio_llm.answers import close_cut_json, parse_output
-
-        closed = close_cut_json(answer)
-        record, _ = parse_output(closed or answer)
-        if record is None:
-            return {"answer": answer, "record": None, "warnings": [],
-                    "error": "the model's answer is not a JSON object"}
-        result = self.check_record(record)
-        result["answer"] = answer
-        if closed:
-            result["warnings"].insert(0, {"field": "record", "message": "the answer was cut off (loop or token "
-                                                                         "limit): kept up to its last whole field"})
-        return result
-
-    def check_record(self, record: dict) -> dict:
-        """The record, the FOLIO instance it maps to, and every warning beside the field it concerns."""
-        from folio_llm.folio.instance import to_folio
-
-        instance, unknown = to_folio(record, self.mapper.reference, self.mapper.schema)
-        warnings = [{"field": field_of(u["path"]), "path": u["path"],
-                     "message": f"{u['label']!r} matches no {u['kind']} entry in the reference data (left out)"}
-                    for u in unknown]
-        for error in self.mapper.schema.errors(instance):
-            path, _, message = error.partition(": ")
-            warnings.append({"field": field_of(path), "path": path, "message": f"FOLIO schema: {message}"})
-        return {"record": record, "instance": instance, "warnings": warnings,
-                "valid": not any(w["message"].startswith("FOLIO schema") for w in warnings)}
 
     def folio_request(self, record: dict, key: str) -> dict:
         """The exact create request (dry run): nothing is sent."""
         from folio_llm.folio.api import post_instance
 
-        checked = self.check_record(record)
-        instance = {**checked["instance"], "id": instance_id(key)}
-        request = post_instance(instance, send=False)
-        return {**checked, "request": request.request_text(), "method": request.method, "path": request.path,
-                "body": request.body}
+        checked = check_record(record, self.mapper)
+        request = post_instance({**checked.instance, "id": instance_id(key)}, send=False)
+        return {**checked.as_json(), "request": request.request_text(), "method": request.method,
+                "path": request.path, "body": request.body}
 
     def create(self, record: dict, key: str, connect) -> dict:
         """Create the record once per key; a second call with the key answers the first result."""
@@ -124,12 +89,11 @@ class Cataloger:
             earlier = self.store.created(key)
             if earlier:
                 return {**earlier, "already_created": True}
-            checked = self.check_record(record)
-            if not checked["valid"]:
-                problems = "; ".join(w["message"] for w in checked["warnings"] if w["message"].startswith("FOLIO"))
-                raise ValueError(f"not a valid FOLIO Instance: {problems[:300]}")
+            checked = check_record(record, self.mapper)
+            if not checked.valid:
+                raise ValueError(checked.error)
             with connect() as tenant:
-                result = post_instance({**checked["instance"], "id": instance_id(key)}, send=True, client=tenant)
+                result = post_instance({**checked.instance, "id": instance_id(key)}, send=True, client=tenant)
             self.store.remember_created(key, result.id, result.hrid)
             return {"id": result.id, "hrid": result.hrid}
 
@@ -170,15 +134,15 @@ class Cataloger:
             try:
                 with self.model_lock:
                     answer = self.generator.answer([row.messages], progress=False)[0]
-                checked = self.check_answer(answer)
+                checked = check_answer(answer, self.mapper)
             except Exception as exc:  # the job reports it; the server and the other jobs go on
                 self.store.fail(row.job, " ".join(str(exc).split())[:300] or type(exc).__name__)
                 continue
-            if checked["record"] is None:
-                self.store.answer(row, {"where": row.place, "reason": checked["error"],
+            if checked.record is None:
+                self.store.answer(row, {"where": row.place, "reason": checked.error,
                                         "description": row.messages[-1]["content"], "output": answer}, is_record=False)
             else:
-                self.store.answer(row, checked["record"], is_record=True, warned=bool(checked["warnings"]))
+                self.store.answer(row, checked.record, is_record=True, warned=bool(checked.warnings))
 
 
 def openai_defaults(body: dict, system_prompt: str) -> dict:
@@ -255,20 +219,20 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from llama_cpp.server.app import create_app as create_openai_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from folio_llm.answers import target_schema
     from folio_llm.folio.api import FolioApi, FolioApiError
     from folio_llm.jobs import JobStore
     from folio_llm.llamacpp import threads
-    from folio_llm.predict import FolioMapper, Generator
+    from folio_llm.checking import FolioMapper
+    from folio_llm.evaluation.constrained import decoding_settings
+    from folio_llm.predict import Generator
 
     gguf = Path(gguf)
     settings = params.eval
     system_prompt = params.dataset.system_prompts[0]
     mapper = FolioMapper(reference_dir, schemas_dir)
-    copy = settings.copy_constraint if copy is None else copy
+    decoding = decoding_settings(params, copy=copy)
     generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=settings.max_new_tokens,
-                               schema=target_schema(params.denormalize.fields) if settings.constrained else None,
-                               copy_fields=settings.copy_fields if copy else None)
+                               schema=decoding.schema, copy_fields=decoding.copy_fields)
     store = JobStore(jobs_dir)
     if store.notice:
         print(f"warning: {store.notice}", file=sys.stderr, flush=True)

@@ -72,21 +72,19 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     """Answer the rows with llama.cpp (a GGUF file) or an OpenAI-compatible API, then score them."""
     import time
 
-    from folio_llm.answers import target_schema
+    from folio_llm.evaluation.constrained import decoding_settings
     from folio_llm.evaluation.run import score_answers, write_predictions
 
     settings = params.eval
-    schema = target_schema(params.denormalize.fields) if (settings.constrained if constrained is None
-                                                          else constrained) else None
+    decoding = decoding_settings(params, constrained, copy)
     conversations = [row["messages"][:-1] for row in rows]
     label = Path(model).name if backend == "llama.cpp" else model
     started = time.perf_counter()
     if backend == "llama.cpp":
         from folio_llm.predict import Generator
 
-        copy = settings.copy_constraint if copy is None else copy
-        generator = Generator.load(model, None, backend, max_new_tokens=settings.max_new_tokens, schema=schema,
-                                   copy_fields=settings.copy_fields if copy else None)
+        generator = Generator.load(model, None, backend, max_new_tokens=settings.max_new_tokens,
+                                   schema=decoding.schema, copy_fields=decoding.copy_fields)
         try:
             outputs = generator.answer(conversations)
             tokens = sum(len(generator.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
@@ -95,7 +93,7 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     else:
         from folio_llm.chat_api import ChatApi, ChatApiError
 
-        api = ChatApi(base_url, model, schema=schema, max_new_tokens=settings.max_new_tokens, concurrency=concurrency)
+        api = ChatApi(base_url, model, schema=decoding.schema, max_new_tokens=settings.max_new_tokens, concurrency=concurrency)
         try:
             outputs = api.answer(conversations)
         except ChatApiError as exc:

@@ -53,6 +53,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     stderr with their number, and the rest go on."""
     import contextlib
 
+    from folio_llm.evaluation.constrained import decoding_settings
     from folio_llm.export import gguf_path
     from folio_llm.jsonl import JsonlWriter, dumps
     from folio_llm.predict import BadInput, FolioMapper, Generator, default_model, pick_backend, read_requests, to_record
@@ -74,12 +75,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
         model, adapter = default_model(backend, gguf_path("models/gguf", params.export.name, params.export.types[0]))
     if backend != "openai":
         backend = pick_backend(model, backend)
-    schema = None
-    if settings.constrained if constrained is None else constrained:
-        from folio_llm.answers import target_schema
-
-        schema = target_schema(params.denormalize.fields)
-    copy = settings.copy_constraint if copy is None else copy
+    decoding = decoding_settings(params, constrained, copy)
 
     read = written = rejected = 0
     with contextlib.ExitStack() as stack:
@@ -109,11 +105,11 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
             if backend == "openai":
                 from folio_llm.chat_api import ChatApi
 
-                generator = ChatApi(base_url, model, schema=schema, max_new_tokens=settings.max_new_tokens)
+                generator = ChatApi(base_url, model, schema=decoding.schema, max_new_tokens=settings.max_new_tokens)
             else:
                 generator = Generator.load(model, adapter, backend, dtype=settings.dtype,
                                            batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
-                                           schema=schema, copy_fields=settings.copy_fields if copy else None)
+                                           schema=decoding.schema, copy_fields=decoding.copy_fields)
             try:
                 answers = generator.answer([r.messages for r in requests])
             finally:

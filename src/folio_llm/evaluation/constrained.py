@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 MISSING = "constrained decoding needs xgrammar: pip install 'folio-llm[constrained]'"
 
@@ -78,12 +79,28 @@ def compose(*factories):
     return lambda conversations, width: [p for f in factories for p in f(conversations, width)]
 
 
-def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy: bool | None = None):
-    """The logits-processor factory ``params.eval`` asks for (the JSON schema of the targets,
-    then the copy constraint), or None; ``constrained``/``copy`` override the params."""
+@dataclass(frozen=True)
+class Decoding:
+    """What decoding is held to: the targets' JSON schema, and the fields whose values must be
+    verbatim spans of the description (None: not held)."""
+
+    schema: dict | None
+    copy_fields: list[str] | None
+
+
+def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None) -> Decoding:
+    """``params.eval``'s choice, a command's ``--constrained``/``--copy`` overriding it."""
     from folio_llm.answers import target_schema
 
     schema = params.eval.constrained if constrained is None else constrained
     copy = params.eval.copy_constraint if copy is None else copy
-    return compose(schema_processor_factory(tokenizer, target_schema(params.denormalize.fields)) if schema else None,
-                   copy_processor_factory(tokenizer, params.eval.copy_fields) if copy else None)
+    return Decoding(target_schema(params.denormalize.fields) if schema else None,
+                    params.eval.copy_fields if copy else None)
+
+
+def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy: bool | None = None):
+    """The transformers logits-processor factory for :func:`decoding_settings` (the JSON schema
+    of the targets, then the copy constraint), or None."""
+    decoding = decoding_settings(params, constrained, copy)
+    return compose(schema_processor_factory(tokenizer, decoding.schema) if decoding.schema else None,
+                   copy_processor_factory(tokenizer, decoding.copy_fields) if decoding.copy_fields else None)

@@ -36,7 +36,8 @@ from typing import Any, Sequence
 
 from folio_llm.answers import parse_output, validator_for
 from folio_llm.evaluation import bootstrap
-from folio_llm.folio.instance import FolioSchema, as_folio_schema, to_folio
+from folio_llm.checking import FolioMapper, check_record
+from folio_llm.folio.instance import FolioSchema, as_folio_schema
 
 FIELDS: tuple[str, ...] = (
     "title",
@@ -301,9 +302,9 @@ def score_record(prediction_text: Any, reference_text: Any, *, schema: dict | No
         if parsed is None:
             detail["folio_valid"] = False
         else:
-            instance, unknown = to_folio(parsed, reference_data, folio)
-            detail["folio_valid"] = folio.is_valid(instance)
-            detail["unknown_labels"] = unknown
+            checked = check_record(parsed, FolioMapper.of(reference_data, folio))
+            detail["folio_valid"] = checked.valid
+            detail["unknown_labels"] = checked.unknown
     detail["fields"] = compare_records(truth, parsed) if parsed is not None else _unparsed_fields(truth, unparseable)
     return detail
 
