@@ -38,8 +38,10 @@ def copy_repo(dest: Path) -> Path:
 
 def dvc(repo: Path, *args: str) -> str:
     """`dvc ARGS` in ``repo``; its output, or a test failure with all of it."""
-    # stages run `python scripts/...`: make that the python running these tests
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # stages run `python scripts/...`: make that the python running these tests, importing the
+    # copy's own code (the installed package points at this checkout's src)
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
