@@ -119,7 +119,7 @@ def test_same_params_give_byte_identical_files(records, tmp_path):
     ({}, None),
 ])
 def test_optional_segments_leave_no_dangling_punctuation(values, expected):
-    from folio_llm.prompts import render_clause
+    from folio_llm.clauses import render_clause
 
     assert render_clause("Publication:[ {place}][ : {publisher}][, {date}].", values) == expected
 
@@ -132,6 +132,6 @@ def test_optional_segments_leave_no_dangling_punctuation(values, expected):
 ])
 def test_labelled_publication_parts_keep_commas_apart(values, expected):
     """Publisher and place both hold commas, so the default phrasings label them."""
-    from folio_llm.prompts import render_clause
+    from folio_llm.clauses import render_clause
 
     assert render_clause("Published[ by {publisher}][; place: {place}][; date: {date}].", values) == expected

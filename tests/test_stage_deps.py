@@ -110,3 +110,29 @@ def test_no_stage_runs_predict_or_the_console_command(stages):
         script = next(w for w in stage["cmd"].split() if w.startswith("scripts/"))
         assert not {"src/folio_llm/predict.py", "src/folio_llm/cli.py",
                     "src/folio_llm/commands/predict.py"} & closure(REPO / script), name
+
+
+def import_cycles() -> list[list[str]]:
+    """Every circle of package modules importing each other (at any depth of a file), each
+    once, from its smallest name."""
+    graph = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in imported_modules(path) if module_file(m) and m != name}
+    cycles = set()
+
+    def walk(start: str, node: str, trail: list[str]) -> None:
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                cycles.add(tuple(trail))
+            elif nxt not in trail and nxt > start:
+                walk(start, nxt, trail + [nxt])
+
+    for start in graph:
+        walk(start, start, [start])
+    return sorted(list(c) for c in cycles)
+
+
+def test_no_module_imports_itself_through_others():
+    """A circle hidden by an import inside a function still ties the modules into one concern."""
+    assert import_cycles() == []

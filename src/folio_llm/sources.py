@@ -6,8 +6,6 @@ used. Callers write the rejects; read = usable + rejected always holds.
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Iterable, Iterator
 
 from folio_llm.jsonl import JsonlWriter
 from folio_llm.pipeline import Counts, progress, reason_kind
+from folio_llm.sampling import NestedSample
 
 MARC_SUFFIXES = {".mrc", ".marc", ".dat", ".bin", ".xml", ".gz", ".mrk21"}
 JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
@@ -131,35 +130,6 @@ def iter_json_instances(paths: Iterable[str | Path]) -> Iterator[SourceItem]:
                 yield SourceItem(position, str(path), identifier, reason=error)
             else:
                 yield SourceItem(position, str(path), identifier, value)
-
-
-def sample_key(seed: int, position: int) -> bytes:
-    return hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
-
-
-class NestedSample:
-    """Seeded random sample of at most ``size`` items, holding only ``size`` in memory.
-
-    Each item gets a key from (seed, position); the ``size`` smallest keys win, so the
-    sample of 500 is part of the sample of 1000 for the same seed.
-    """
-
-    def __init__(self, size: int, seed: int):
-        self.size = size
-        self.seed = seed
-        self._heap: list[tuple[bytes, int, dict]] = []  # max-heap via inverted keys
-
-    def offer(self, position: int, value: dict) -> None:
-        key = bytes(255 - b for b in sample_key(self.seed, position))  # invert for max-heap
-        entry = (key, position, value)
-        if len(self._heap) < self.size:
-            heapq.heappush(self._heap, entry)
-        elif key > self._heap[0][0]:
-            heapq.heapreplace(self._heap, entry)
-
-    def items(self) -> list[dict]:
-        """The sample in input order."""
-        return [value for _, position, value in sorted(self._heap, key=lambda entry: entry[1])]
 
 
 def convert(items: Iterable[SourceItem], out: str | Path, rejects: str | Path,

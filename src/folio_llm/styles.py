@@ -1,8 +1,8 @@
 """Description styles: one record written the ways people describe an item in hand.
 
 A model trained on one renderer learns that renderer, not cataloging: described in another way
-the same records scored 0.26 (the write-up's one-line style) and 0.39 (ISBD) on the fields the
-description tells, against 0.92 in the training phrasings. Each row is therefore drawn in one of
+the same records score far lower on the fields the description tells (benchmarks/RESULTS.md,
+"Description styles"). Each row is therefore drawn in one of
 several styles, and what a row tells beyond the prompt fields (role words, the language, a
 classification number from CIP data, names in natural order, line breaks) is drawn per row too.
 Every style returns the text and the target fields it tells.
@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from folio_llm.clauses import clause_values, render_clause
 from folio_llm.params import DatasetParams
 
 # MARC language codes a description would name in words (the rest are told by code or not at all)
@@ -175,8 +176,6 @@ def _sentence(text: str) -> str:
 
 def clauses(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
     """The project's clause phrasings (params.dataset.clauses), one clause per field."""
-    from folio_llm.prompts import clause_values, render_clause
-
     record = dict(parts.record)
     names = parts.names()
     if names:

@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator
 from folio_llm.folio.api import INSTANCES_PATH, FolioApi, FolioApiError, RetryPolicy
 from folio_llm.folio.reference import KINDS
 from folio_llm.jsonl import JsonlWriter, write_json
-from folio_llm.sources import NestedSample
+from folio_llm.sampling import NestedSample
 
 STRATEGIES = ("uuid", "offset")
 INSTANCES_FILE = "instances.jsonl"
