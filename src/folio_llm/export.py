@@ -191,7 +191,8 @@ def logit_agreement(reference: list, other: list, margin: float = DECISIVE_MARGI
 
 
 def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict], *, batch_size: int,
-           max_new_tokens: int, dtype: str = "float32", gpt4all: dict[str, str | Path] | None = None) -> dict:
+           max_new_tokens: int, dtype: str = "float32", gpt4all: dict[str, str | Path] | None = None,
+           meta: list[dict] | None = None) -> dict:
     """The merged model (transformers) against each GGUF file (llama.cpp; the files in
     ``gpt4all`` through GPT4All's own engine) on the same test prompts.
 
@@ -199,22 +200,22 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     prompt with the start of transformers' answer) within rounding of the file's type, with the
     same next token wherever the reference is decisive (``logits``). Reported, not a property
     any machine guarantees: the share of identical free-running greedy answers (a near-tie
-    flipped by other kernels changes the rest of an answer) and each one's macro field score.
-    The reference is float32, the weights as they are: bf16 generation flips near-ties itself."""
-    from folio_llm.answers import closed_answer
+    flipped by other kernels changes the rest of an answer) and each one's macro field score,
+    scored as the evaluate stage scores (against the whole records of ``meta``, the test
+    split's meta rows). The reference is float32, the weights as they are: bf16 generation
+    flips near-ties itself."""
     from folio_llm.evaluation.generate import generate as generate_hf
     from folio_llm.evaluation.generate import inference_dtype, load_for_inference
-    from folio_llm.evaluation.scoring import score
+    from folio_llm.evaluation.run import score_answers
     from folio_llm.gguf_compat import gpt4all_generate, gpt4all_version, token_ids
     from folio_llm.llamacpp import generate as generate_llamacpp
     from folio_llm.llamacpp import load_gguf, token_logits
     from folio_llm.models import prompt_text
 
     conversations = [row["messages"][:-1] for row in rows]
-    references = [row["messages"][-1]["content"] for row in rows]
 
     def summary(outputs: list[str], seconds: float) -> dict:
-        report = score([closed_answer(o) for o in outputs], references, n_boot=0)
+        report = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=None)
         return {"macro": round(report["macro"], 4), "parse_rate": report["parse_rate"],
                 "seconds": round(seconds, 1)}
 
@@ -265,7 +266,7 @@ def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str
     from folio_llm.models import load_tokenizer
 
     settings = params.export
-    test_rows = load_test_rows(data_path)[0] if settings.parity_rows or settings.gpt4all else []
+    test_rows, meta = load_test_rows(data_path) if settings.parity_rows or settings.gpt4all else ([], None)
     rows = test_rows[:settings.parity_rows]
     started = time.perf_counter()
     merged = merge(base_dir, adapter_dir, merged_dir)
@@ -295,7 +296,7 @@ def export(base_dir: str | Path, adapter_dir: str | Path | None, merged_dir: str
         run_gpt4all = compatible if gpt4all_version() else {}
         metrics["parity"] = parity(merged, {k: v["file"] for k, v in metrics["gguf"].items()}, rows,
                                    batch_size=params.eval.batch_size, max_new_tokens=params.eval.max_new_tokens,
-                                   gpt4all=run_gpt4all)
+                                   gpt4all=run_gpt4all, meta=meta[:len(rows)] if meta else None)
         if compatible and not run_gpt4all:
             metrics["parity"]["gpt4all"] = "not checked: the gpt4all package is not installed"
     write_json(metrics_path, metrics)

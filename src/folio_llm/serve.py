@@ -219,25 +219,23 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from llama_cpp.server.app import create_app as create_openai_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from folio_llm.folio.api import FolioApi, FolioApiError
-    from folio_llm.jobs import JobStore
-    from folio_llm.llamacpp import threads
     from folio_llm.checking import FolioMapper
     from folio_llm.evaluation.constrained import decoding_settings
+    from folio_llm.folio.api import FolioApi
+    from folio_llm.jobs import JobStore
+    from folio_llm.llamacpp import threads
     from folio_llm.predict import Generator
 
     gguf = Path(gguf)
-    settings = params.eval
     system_prompt = params.dataset.system_prompts[0]
     mapper = FolioMapper(reference_dir, schemas_dir)
     decoding = decoding_settings(params, copy=copy)
-    generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=settings.max_new_tokens,
+    generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens,
                                schema=decoding.schema, copy_fields=decoding.copy_fields)
     store = JobStore(jobs_dir)
     if store.notice:
         print(f"warning: {store.notice}", file=sys.stderr, flush=True)
     cataloger = Cataloger(generator, mapper, system_prompt, examples, store)
-    connect = connect or FolioApi.connect
 
     app: FastAPI = create_openai_app(
         server_settings=ServerSettings(api_key=api_key),
@@ -247,41 +245,65 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     app.title = "folio-llm"
     app.state.cataloger = cataloger
     app.state.generator = generator
+    add_page_routes(app, cataloger, gguf.name, connect or FolioApi.connect)
+    add_error_handlers(app)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split())[:400] or "error"}, status_code=status)
+    @app.on_event("shutdown")
+    def release_model():
+        cataloger.stop()
+        store.close()
+        generator.close()
 
-    def same_origin(request: Request) -> bool:
-        """Creating in FOLIO only from the page itself: a browser on another site sends its Origin."""
-        origin = request.headers.get("origin")
-        return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+    return RequestShaper(app, system_prompt)
 
-    def description_of(payload) -> str:
-        text = payload.get("description") if isinstance(payload, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("'description': give the text to catalog")
-        if len(text) > MAX_DESCRIPTION:
-            raise OverflowError(f"'description': {len(text)} characters, at most {MAX_DESCRIPTION}")
-        return text.strip()
 
-    def record_and_key(payload) -> tuple[dict, str]:
-        record = payload.get("record") if isinstance(payload, dict) else None
-        key = payload.get("key") if isinstance(payload, dict) else None
-        if not isinstance(record, dict):
-            raise ValueError("'record': the record (JSON object) to send")
-        if not isinstance(key, str) or not 8 <= len(key) <= 64:
-            raise ValueError("'key': the proposal's key")
-        return record, key
+def error(status: int, message: str) -> JSONResponse:
+    """A one-line JSON error."""
+    return JSONResponse({"error": " ".join(str(message).split())[:400] or "error"}, status_code=status)
 
-    def guarded(run):
-        try:
-            return JSONResponse(run())
-        except OverflowError as exc:
-            return error(413, str(exc))
-        except FolioApiError as exc:  # the tenant refused or did not answer: not the page's fault
-            return error(502, f"FOLIO: {exc}")
-        except (ValueError, KeyError) as exc:
-            return error(400, str(exc))
+
+def same_origin(request: Request) -> bool:
+    """Creating in FOLIO only from the page itself: a browser on another site sends its Origin."""
+    origin = request.headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+
+
+def description_of(payload) -> str:
+    text = payload.get("description") if isinstance(payload, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'description': give the text to catalog")
+    if len(text) > MAX_DESCRIPTION:
+        raise OverflowError(f"'description': {len(text)} characters, at most {MAX_DESCRIPTION}")
+    return text.strip()
+
+
+def record_and_key(payload) -> tuple[dict, str]:
+    record = payload.get("record") if isinstance(payload, dict) else None
+    key = payload.get("key") if isinstance(payload, dict) else None
+    if not isinstance(record, dict):
+        raise ValueError("'record': the record (JSON object) to send")
+    if not isinstance(key, str) or not 8 <= len(key) <= 64:
+        raise ValueError("'key': the proposal's key")
+    return record, key
+
+
+def guarded(run):
+    """``run()``'s answer as JSON, or its bad-input exception as a one-line error."""
+    from folio_llm.folio.api import FolioApiError
+
+    try:
+        return JSONResponse(run())
+    except OverflowError as exc:
+        return error(413, str(exc))
+    except FolioApiError as exc:  # the tenant refused or did not answer: not the page's fault
+        return error(502, f"FOLIO: {exc}")
+    except (ValueError, KeyError) as exc:
+        return error(400, str(exc))
+
+
+def add_page_routes(app, cataloger: Cataloger, model_name: str, connect) -> None:
+    """The page (``/``) and its endpoints (``/api/...``)."""
+    store = cataloger.store
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -289,7 +311,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
 
     @app.get("/api/examples")
     def api_examples():
-        return {"examples": cataloger.examples, "model": gguf.name, "folio": _folio_configured()}
+        return {"examples": cataloger.examples, "model": model_name, "folio": _folio_configured()}
 
     @app.post("/api/propose")
     def api_propose(payload=Body(None)):
@@ -337,11 +359,9 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
         return PlainTextResponse(text, media_type="application/x-ndjson", headers={
             "content-disposition": f'attachment; filename="{kind}.jsonl"'})
 
-    @app.on_event("shutdown")
-    def release_model():
-        cataloger.stop()
-        store.close()
-        generator.close()
+
+def add_error_handlers(app) -> None:
+    """One-line JSON errors for the page's endpoints; the OpenAI API answers as llama-cpp-python does."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -354,8 +374,6 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     @app.exception_handler(Exception)
     async def unexpected(request, exc):  # never a stack trace to the client
         return error(500, f"{type(exc).__name__}: {exc}")
-
-    return RequestShaper(app, system_prompt)
 
 
 def _folio_configured() -> bool:
