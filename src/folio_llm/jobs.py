@@ -128,14 +128,20 @@ class JobStore:
         self._write(statements)
         return job
 
+    def pending(self, limit: int = 1) -> list[PendingRow]:
+        """The first rows without an answer (at most ``limit``) of the oldest unfinished job."""
+        oldest = self._read("SELECT j.id FROM jobs j WHERE j.finished = 0 AND EXISTS (SELECT 1 FROM rows r "
+                            "WHERE r.job = j.id AND r.state = 'pending') ORDER BY j.created, j.id LIMIT 1")
+        if not oldest:
+            return []
+        found = self._read("SELECT job, position, place, messages FROM rows WHERE job = ? AND state = 'pending' "
+                           "ORDER BY position LIMIT ?", (oldest[0][0], limit))
+        return [PendingRow(job, position, place, json.loads(messages)) for job, position, place, messages in found]
+
     def next_pending(self) -> PendingRow | None:
         """The first row without an answer of the oldest unfinished job."""
-        found = self._read("SELECT r.job, r.position, r.place, r.messages FROM rows r JOIN jobs j ON j.id = r.job "
-                           "WHERE j.finished = 0 AND r.state = 'pending' ORDER BY j.created, j.id, r.position LIMIT 1")
-        if not found:
-            return None
-        job, position, place, messages = found[0]
-        return PendingRow(job, position, place, json.loads(messages))
+        found = self.pending(1)
+        return found[0] if found else None
 
     def answer(self, row: PendingRow, result: dict, is_record: bool, warned: bool = False) -> bool:
         """Write a row's outcome; False (nothing changed) when the row was answered already.

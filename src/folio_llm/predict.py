@@ -11,11 +11,12 @@ Backends: transformers (a Hugging Face folder, batched) and llama.cpp (a GGUF fi
 from __future__ import annotations
 
 import csv
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from folio_llm.checking import FolioMapper, check_answer
+from folio_llm.checking import Checked, FolioMapper, check_answer
 from folio_llm.jsonl import read_jsonl
 
 BACKENDS = ("transformers", "llama.cpp")
@@ -194,6 +195,21 @@ class Generator:
 
 # ---------------------------------------------------------------------------------------
 # answers to records, as predict prints them
+
+
+def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,
+             progress: bool = True) -> Iterator[tuple[object, str, Checked]]:
+    """Each request (anything with ``.messages``) with the model's answer and its check, in
+    order: the one answering loop of `predict` and the page's batch jobs. ``chunk`` requests
+    per generation (0: all at once; the transformers path batches them), under ``lock`` when
+    the model is shared between threads."""
+    size = chunk or max(1, len(requests))
+    for start in range(0, len(requests), size):
+        part = requests[start:start + size]
+        with lock or nullcontext():
+            answers = generator.answer([r.messages for r in part], progress=progress)
+        for request, answer in zip(part, answers):
+            yield request, answer, check_answer(answer, folio)
 
 
 @dataclass

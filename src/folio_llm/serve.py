@@ -124,25 +124,29 @@ class Cataloger:
         return self.store.status(job)
 
     def _run_batches(self) -> None:
-        """Answer every stored row without an answer, oldest job first, one row at a time."""
+        """Answer every stored row without an answer, oldest job first, one row a generation
+        (the page's proposals share the model), each outcome stored as soon as it is known."""
+        from folio_llm.predict import answered
+
         while not self.stopping:
-            row = self.store.next_pending()
-            if row is None:
+            rows = self.store.pending(limit=16)
+            if not rows:
                 self.work.wait(timeout=5)
                 self.work.clear()
                 continue
             try:
-                with self.model_lock:
-                    answer = self.generator.answer([row.messages], progress=False)[0]
-                checked = check_answer(answer, self.mapper)
+                for row, answer, checked in answered(self.generator, rows, self.mapper, chunk=1, lock=self.model_lock,
+                                                     progress=False):
+                    if checked.record is None:
+                        self.store.answer(row, {"where": row.place, "reason": checked.error,
+                                                "description": row.messages[-1]["content"], "output": answer},
+                                          is_record=False)
+                    else:
+                        self.store.answer(row, checked.record, is_record=True, warned=bool(checked.warnings))
+                    if self.stopping:
+                        break
             except Exception as exc:  # the job reports it; the server and the other jobs go on
-                self.store.fail(row.job, " ".join(str(exc).split())[:300] or type(exc).__name__)
-                continue
-            if checked.record is None:
-                self.store.answer(row, {"where": row.place, "reason": checked.error,
-                                        "description": row.messages[-1]["content"], "output": answer}, is_record=False)
-            else:
-                self.store.answer(row, checked.record, is_record=True, warned=bool(checked.warnings))
+                self.store.fail(rows[0].job, " ".join(str(exc).split())[:300] or type(exc).__name__)
 
 
 def openai_defaults(body: dict, system_prompt: str) -> dict:

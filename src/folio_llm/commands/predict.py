@@ -56,7 +56,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     from folio_llm.evaluation.constrained import decoding_settings
     from folio_llm.export import gguf_path
     from folio_llm.jsonl import JsonlWriter, dumps
-    from folio_llm.predict import BadInput, FolioMapper, Generator, default_model, pick_backend, read_requests, to_record
+    from folio_llm.predict import BadInput, FolioMapper, Generator, answered, default_model, pick_backend, read_requests
 
     if not descriptions and not input_path:
         raise click.UsageError("give a description or --input FILE")
@@ -110,24 +110,20 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
                 generator = Generator.load(model, adapter, backend, dtype=settings.dtype,
                                            batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
                                            schema=decoding.schema, copy_fields=decoding.copy_fields)
-            try:
-                answers = generator.answer([r.messages for r in requests])
-            finally:
-                generator.close()
-            for request, answer in zip(requests, answers):
-                outcome = to_record(answer, folio)
-                for warning in outcome.warnings:
+            stack.callback(generator.close)
+            for request, answer, checked in answered(generator, requests, folio):
+                for warning in checked.lines():
                     click.echo(f"warning: {request.where}: {warning}", err=True)
-                if outcome.record is None:
-                    reject(request.where, outcome.error, description=request.description, output=answer)
+                if checked.usable is None:
+                    reject(request.where, checked.error, description=request.description, output=answer)
                     continue
                 written += 1
                 if records:
-                    records.write(outcome.record)
+                    records.write(checked.usable)
                 else:
-                    click.echo(dumps(outcome.record))
+                    click.echo(dumps(checked.usable))
                 if post:
-                    _post(request.where, outcome.record, tenant)
+                    _post(request.where, checked.usable, tenant)
     if input_path or rejected:
         click.echo(f"{read} read, {written} written, {rejected} rejected", err=True)
     if not written:
