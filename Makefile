@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps xgrammar apache-tvm-ffi  # constrained decoding; triton is for GPUs only
 	touch $@
 
-.PHONY: setup repro test test-fast bench browser system
+.PHONY: setup repro test test-fast bench system
 setup: $(VENV)/.installed
 
 # what the tests need from Debian: the system's chromium for the web page's tests (Playwright's
@@ -31,7 +31,6 @@ system:
 	  [ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "note: could not install$$missing here: the tests that need it will say so"
-browser: system
 
 repro: $(VENV)/.installed
 	$(BIN)/dvc pull --allow-missing

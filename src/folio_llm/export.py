@@ -244,7 +244,7 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
         result[kind] = compared(outputs, time.perf_counter() - started)
         prompts = [gguf_tokenizer(prompt_text(gguf_tokenizer, c), add_special_tokens=False)["input_ids"]
                    for c in conversations]
-        logits = [rows[n - 1:] for rows, n in zip(token_logits(path, sequences), prompt_lengths)]
+        logits = [scores[n - 1:] for scores, n in zip(token_logits(path, sequences), prompt_lengths)]
         result[kind]["logits"] = {
             "prompt_tokens_identical": sum(p == s[:n] for p, s, n in zip(prompts, sequences, prompt_lengths)),
             **logit_agreement(reference_logits, logits)}

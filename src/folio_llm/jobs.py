@@ -76,12 +76,11 @@ class JobStore:
                 raise StoreError(f"a job store of another version ({version}, expected {VERSION})")
             elif db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise StoreError("the job store is damaged")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
             db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"not a readable job store ({exc})") from None
-        except StoreError:
-            db.close()
-            raise
         return db
 
     def close(self) -> None:

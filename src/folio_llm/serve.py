@@ -29,7 +29,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from folio_llm.checking import check_answer, check_record
+from folio_llm.checking import check_record
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY = 2 * 2**20  # bytes in one request (a batch upload included)
@@ -62,13 +62,11 @@ class Cataloger:
         self.worker.join(timeout=60)
 
     def propose(self, description: str) -> dict:
-        from folio_llm.predict import conversation
+        from folio_llm.predict import Request, answered, conversation
 
-        with self.model_lock:
-            answer = self.generator.answer([conversation(self.system_prompt, description)], progress=False)[0]
-        result = check_answer(answer, self.mapper).as_json()
-        result["key"] = uuid.uuid4().hex
-        return result
+        request = Request("the description", conversation(self.system_prompt, description))
+        [(_, _, checked)] = answered(self.generator, [request], self.mapper, lock=self.model_lock, progress=False)
+        return {**checked.as_json(), "key": uuid.uuid4().hex}
 
     def folio_request(self, record: dict, key: str) -> dict:
         """The exact create request (dry run): nothing is sent."""
