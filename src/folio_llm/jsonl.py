@@ -1,9 +1,4 @@
-"""JSON Lines in and out: line-numbered reading that never raises on a bad line, and
-atomic writing so a killed stage never leaves a half-written output behind.
-
-Hand-written rather than the jsonlines package: its reader raises at the first bad line (a
-rejects file needs every bad line with its number and the rest read on), and it has no atomic
-writer."""
+"""JSON Lines through the jsonlines package: line-numbered reading that never raises on a bad line, atomic writing."""
 
 from __future__ import annotations
 
@@ -13,7 +8,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import jsonlines
 
 
 def dumps(obj: Any) -> str:
@@ -31,15 +28,50 @@ class JsonLine:
 def read_jsonl(path: str | Path) -> Iterator[JsonLine]:
     """Yield every non-blank line of ``path``: its value, or the reason it is not JSON."""
     with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
+        lines = _NumberedLines(handle)
+        reader = jsonlines.Reader(lines, loads=lines.loads)
+        while True:
             try:
-                yield JsonLine(lineno, json.loads(raw.decode("utf-8")))
-            except UnicodeDecodeError as exc:
-                yield JsonLine(lineno, None, f"line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})")
-            except json.JSONDecodeError as exc:
-                yield JsonLine(lineno, None, f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+                value = reader.read(allow_none=True, skip_empty=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as exc:
+                yield JsonLine(exc.lineno, None, _bad_line_reason(exc))
+            else:
+                yield JsonLine(lines.lineno, value)
+
+
+# jsonlines drops one of these from the start of a line; json.loads rejects them, and so does this module
+_DROPPED_BY_JSONLINES = ("\x1e".encode(), "\ufeff".encode())
+
+
+class _NumberedLines:
+    """A file's lines as jsonlines reads them, keeping the number and bytes of the last one."""
+
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+        self.lineno = 0
+        self.line = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for lineno, line in enumerate(self._handle, start=1):
+            self.lineno, self.line = lineno, line
+            yield line
+
+    def loads(self, text: str) -> Any:
+        if self.line.startswith(_DROPPED_BY_JSONLINES):
+            text = self.line.decode("utf-8")
+        return json.loads(text)
+
+
+def _bad_line_reason(exc: jsonlines.InvalidLineError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"line {exc.lineno}: not UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, json.JSONDecodeError):
+        return f"line {exc.lineno}: invalid JSON ({cause.msg} at column {cause.colno})"
+    # a ValueError that is no parse error (an integer over Python's digit limit) is not a bad line
+    raise cause
 
 
 def load_jsonl(path: str | Path) -> list[Any]:
@@ -74,14 +106,14 @@ class JsonlWriter:
         self.path = Path(path)
         self.count = 0
         self._cm = atomic_open(self.path)
-        self._handle = None
+        self._writer: jsonlines.Writer | None = None
 
     def __enter__(self) -> "JsonlWriter":
-        self._handle = self._cm.__enter__()
+        self._writer = jsonlines.Writer(self._cm.__enter__(), dumps=dumps)
         return self
 
     def write(self, obj: Any) -> None:
-        self._handle.write(dumps(obj) + "\n")
+        self._writer.write(obj)
         self.count += 1
 
     def write_all(self, objs: Iterable[Any]) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from folio_llm.jsonl import JsonlWriter, write_json
+from folio_llm.jsonl import JsonlWriter, atomic_open, write_json
 
 
 def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, *, batch_size: int,
@@ -15,7 +15,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None) -> dict:
     """Generate with a transformers model (batched), then :func:`score_answers`."""
-    from folio_llm.evaluation.generate import generate
+    from folio_llm.decoding.generate import generate
 
     started = time.perf_counter()
     outputs = generate(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
@@ -103,36 +103,39 @@ def folio_checks(schemas_dir: str | Path, reference_dir: str | Path):
     return FolioSchema(schemas_dir), ReferenceData.load(reference_dir)
 
 
-def field_table(results: dict[str, dict]) -> list[dict]:
-    """One row per field with each model's score: the base-vs-tuned plot's data."""
+def field_table(results: dict[str, dict]):
+    """A DataFrame of one row per field with each model's score: the base-vs-tuned plot's data."""
+    import pandas as pd
+
     names = list(next(iter(results.values()))["fields"])
-    return [{"field": name, **{label: round(r["fields"][name]["score"], 4) for label, r in results.items()}}
+    rows = [{"field": name, **{label: round(r["fields"][name]["score"], 4) for label, r in results.items()}}
             for name in names]
+    return pd.DataFrame(rows)
+
+
+def style_table(results: dict[str, dict]):
+    """A DataFrame of one row per description style with each model's macro over the fields it was told."""
+    import pandas as pd
+
+    styles = next(iter(results.values())).get("styles") or {}
+    rows = [{"style": style, "n": entry["n"], **{
+        label: round(r["styles"][style]["macro_transcribed"] or 0.0, 4) for label, r in results.items()}}
+        for style, entry in styles.items()]
+    return pd.DataFrame(rows, columns=["style", "n", *results])
 
 
 def write_field_table(path: str | Path, results: dict[str, dict]) -> None:
-    import csv
-
-    rows = field_table(results)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_csv(path, field_table(results))
 
 
 def write_style_table(path: str | Path, results: dict[str, dict]) -> None:
-    """One row per description style with each model's macro over the fields it was told."""
-    import csv
+    _write_csv(path, style_table(results))
 
-    styles = next(iter(results.values())).get("styles") or {}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["style", "n", *results])
-        writer.writeheader()
-        for style, entry in styles.items():
-            writer.writerow({"style": style, "n": entry["n"], **{
-                label: round(r["styles"][style]["macro_transcribed"] or 0.0, 4) for label, r in results.items()}})
+
+def _write_csv(path: str | Path, table) -> None:
+    # "\r\n": the csv module's line ending, which these tables (dvc plots) have always had
+    with atomic_open(path) as handle:
+        table.to_csv(handle, index=False, lineterminator="\r\n")
 
 
 def write_metrics(path: str | Path, result: dict) -> None:

@@ -351,75 +351,22 @@ def score(predictions: Sequence[Any], references: Sequence[Any], transcribed: Se
                      n_boot=n_boot, seed=seed, unparseable=unparseable)
 
 
+_MACROS = ("macro", "macro_present", "macro_transcribed", "macro_inferred")
+
+
 def summarize(details: Sequence[dict], transcribed: Sequence | None = None, inferred: Sequence | None = None, *,
               folio_checked: bool = False, n_boot: int = 1000, seed: int = 0, unparseable: str = "zero") -> dict:
     """The report over per-record details (:func:`score_record`), so a caller that keeps the
     details (the predictions file) scores each answer once. Arguments as in :func:`score`."""
-    import numpy as np
-
     details = list(details)
-    transcribed = list(transcribed) if transcribed is not None else None
-    inferred = list(inferred) if inferred is not None else None
-    n = len(details)
-
-    def rate(key: str) -> float | None:
-        values = [d[key] for d in details]
-        if not n or any(v is None for v in values):
-            return None
-        return sum(bool(v) for v in values) / n
-
-    scores = np.array([[d["fields"][f]["score"] for f in MACRO_FIELDS] for d in details], dtype=float).reshape(
-        n, len(MACRO_FIELDS))
-    masks = {"macro": np.ones_like(scores, dtype=bool),
-             "macro_present": np.array([[d["fields"][f]["present"] for f in MACRO_FIELDS] for d in details],
-                                       dtype=bool).reshape(n, len(MACRO_FIELDS))}
-    splits: dict[str, dict] = {}
-    for name, rows in (("transcribed", transcribed), ("inferred", inferred)):
-        if rows is None:
-            continue
-        sets = [_row_fields(r) or set() for r in rows]
-        masks[f"macro_{name}"] = np.array(
-            [[TARGET_FIELD[f] in s for f in MACRO_FIELDS] for s in sets], dtype=bool).reshape(n, len(MACRO_FIELDS))
-        split_fields = {}
-        for f in FIELDS:
-            picked = [d["fields"][f]["score"] for d, s in zip(details, sets) if TARGET_FIELD[f] in s]
-            split_fields[f] = {"score": sum(picked) / len(picked) if picked else None, "n": len(picked)}
-        splits[name] = split_fields
-
-    fields: dict[str, dict] = {}
-    for f in FIELDS:
-        per = [d["fields"][f] for d in details]
-        entry = {"score": sum(p["score"] for p in per) / n if n else None}
-        for outcome in OUTCOMES:
-            entry[outcome] = sum(1 for p in per if p["outcome"] == outcome)
-        entry["n_present"] = sum(1 for p in per if p["present"])
-        entry["hallucination_rate"] = entry["hallucinated"] / n if n else None
-        if f == "contributor_types":
-            matched = sum(p.get("matched", 0) for p in per)
-            entry["matched_names"] = matched
-            entry["accuracy_on_matched"] = sum(p.get("correct", 0) for p in per) / matched if matched else None
-        fields[f] = entry
-
-    report: dict = {
-        "n": n,
-        "parse_rate_strict": rate("parse_strict"),
-        "parse_rate": rate("parse_lenient"),
-        "schema_valid_rate": rate("schema_valid"),
-        "folio_schema_valid_rate": rate("folio_valid"),
-    }
+    splits = _split_fields_per_row(transcribed, inferred)
+    report = {"n": len(details), **_validity_rates(details)}
     if folio_checked:
         report["folio_unknown_labels"] = sum(len(d["unknown_labels"] or []) for d in details)
-    intervals = bootstrap.intervals(scores, masks, n_boot, seed)
-    for name in ("macro", "macro_present", "macro_transcribed", "macro_inferred"):
-        if name in masks:
-            report[name] = bootstrap.macro(scores, masks[name])
-            report[f"{name}_ci"] = intervals[name]
-        else:
-            report[name] = None
-            report[f"{name}_ci"] = None
-    report["fields"] = fields
+    report.update(_macros(details, splits, n_boot, seed))
+    report["fields"] = {f: _field_summary(f, [d["fields"][f] for d in details]) for f in FIELDS}
     if splits:
-        report["splits"] = splits
+        report["splits"] = {name: _split_scores(details, rows) for name, rows in splits.items()}
     report["macro_fields"] = list(MACRO_FIELDS)
     report["conventions"] = {
         "unparseable": unparseable,
@@ -429,6 +376,85 @@ def summarize(details: Sequence[dict], transcribed: Sequence | None = None, infe
         "seed": seed,
     }
     return report
+
+
+def _split_fields_per_row(transcribed: Sequence | None, inferred: Sequence | None) -> dict[str, list[set[str]]]:
+    """For each split given ("transcribed", "inferred"): the set of target fields of each row."""
+    return {name: [_row_fields(r) or set() for r in rows]
+            for name, rows in (("transcribed", transcribed), ("inferred", inferred)) if rows is not None}
+
+
+def _validity_rates(details: list[dict]) -> dict:
+    return {
+        "parse_rate_strict": _rate(details, "parse_strict"),
+        "parse_rate": _rate(details, "parse_lenient"),
+        "schema_valid_rate": _rate(details, "schema_valid"),
+        "folio_schema_valid_rate": _rate(details, "folio_valid"),
+    }
+
+
+def _rate(details: list[dict], key: str) -> float | None:
+    """Share of records whose ``key`` is true; None when any record was not checked."""
+    values = [d[key] for d in details]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(bool(v) for v in values) / len(values)
+
+
+def _macros(details: list[dict], splits: dict[str, list[set[str]]], n_boot: int, seed: int) -> dict:
+    """Each macro of ``_MACROS`` and its 95% interval (None for a split not given)."""
+    import numpy as np
+
+    scores = _macro_matrix(details, "score", float)
+    masks = {"macro": np.ones_like(scores, dtype=bool),
+             "macro_present": _macro_matrix(details, "present", bool),
+             **{f"macro_{name}": _target_mask(rows, len(details)) for name, rows in splits.items()}}
+    intervals = bootstrap.intervals(scores, masks, n_boot, seed)
+    report: dict = {}
+    for name in _MACROS:
+        report[name] = bootstrap.macro(scores, masks[name]) if name in masks else None
+        report[f"{name}_ci"] = intervals[name] if name in masks else None
+    return report
+
+
+def _macro_matrix(details: list[dict], key: str, dtype):
+    """(records x MACRO_FIELDS) array of one key of each record's field results."""
+    import numpy as np
+
+    values = [[d["fields"][f][key] for f in MACRO_FIELDS] for d in details]
+    return np.array(values, dtype=dtype).reshape(len(details), len(MACRO_FIELDS))
+
+
+def _target_mask(rows: list[set[str]], n: int):
+    """(records x MACRO_FIELDS) mask: the field's target field is in the row's set."""
+    import numpy as np
+
+    values = [[TARGET_FIELD[f] in fields for f in MACRO_FIELDS] for fields in rows]
+    return np.array(values, dtype=bool).reshape(n, len(MACRO_FIELDS))
+
+
+def _field_summary(field: str, per: list[dict]) -> dict:
+    """One field over all records: mean score, count per outcome, presence, hallucination rate."""
+    n = len(per)
+    entry: dict = {"score": sum(p["score"] for p in per) / n if n else None}
+    for outcome in OUTCOMES:
+        entry[outcome] = sum(1 for p in per if p["outcome"] == outcome)
+    entry["n_present"] = sum(1 for p in per if p["present"])
+    entry["hallucination_rate"] = entry["hallucinated"] / n if n else None
+    if field == "contributor_types":
+        matched = sum(p.get("matched", 0) for p in per)
+        entry["matched_names"] = matched
+        entry["accuracy_on_matched"] = sum(p.get("correct", 0) for p in per) / matched if matched else None
+    return entry
+
+
+def _split_scores(details: list[dict], rows: list[set[str]]) -> dict[str, dict]:
+    """Per field: the mean score over the records whose row set holds its target field, and how many."""
+    out: dict[str, dict] = {}
+    for f in FIELDS:
+        picked = [d["fields"][f]["score"] for d, fields in zip(details, rows) if TARGET_FIELD[f] in fields]
+        out[f] = {"score": sum(picked) / len(picked) if picked else None, "n": len(picked)}
+    return out
 
 
 __all__ = [

@@ -582,111 +582,145 @@ _RECORD_TAG_AT_EOF = re.compile(rb"<(/?)(?:[A-Za-z_][\w.-]*:)?record(?=[\s/>]|$)
 _TAG_MARGIN = 256  # bytes kept back so a tag cut by a block boundary is re-scanned
 
 
+def _is_end_tag(match: re.Match) -> bool:
+    return match.group(1) == b"/"
+
+
 def _xml_units(read: Callable[[], bytes], oai: bool) -> Iterator[tuple[bytes, str, int, bytes]]:
     """Cut an XML byte stream into top-level ``<record>`` elements.
 
     Yields (chunk, kind, line, prologue): kind "record", "truncated" (file
-    ends inside a record) or "stray" (an end tag with no start); line is the
-    1-based line where the chunk starts; prologue is the text before the first
-    record (for namespace declarations).  A record start tag where none can
-    be (nested deeper than MARCXML/OAI-PMH allow, or a second OAI record
-    before the first was closed) ends the current chunk, so an unclosed
-    record swallows nothing after it.
+    ends inside a record), "oversize" (the first bytes of a record too long
+    to keep) or "stray" (an end tag with no start); line is the 1-based line
+    where the chunk starts; prologue is the text before the first record
+    (for namespace declarations).  A record start tag where none can be
+    (nested deeper than MARCXML/OAI-PMH allow, or a second OAI record before
+    the first was closed) ends the current chunk, so an unclosed record
+    swallows nothing after it.
     """
-    max_depth = 2 if oai else 1
-    buf = b""
-    pos = 0  # scan position in buf: everything before it has been scanned
-    counted = 0  # newlines in buf[:counted] are already included in `line`
-    line = 1
-    depth = 0
-    start = -1  # start of the open chunk in buf, -1 if none
-    start_line = 0
-    discarding = False  # the open record grew too large and is being skipped
-    inner_seen = False  # OAI: the nested MARC record has been closed
-    prologue: bytes | None = None
-    prologue_buf = b""
-    eof = False
-
-    def closing_tag(match: re.Match) -> bool:
-        return match.group(1) == b"/"
-
-    def advance_line(at: int) -> int:
-        nonlocal line, counted
-        line += buf.count(b"\n", counted, at)
-        counted = at
-        return line
-
+    cutter = _XmlCutter(read, oai)
     while True:
-        m = _RECORD_TAG.search(buf, pos)
-        gt = buf.find(b">", m.end()) if m else -1
-        if m is None or gt == -1:
-            if eof:
-                if m is None:
-                    m = _RECORD_TAG_AT_EOF.search(buf, pos)
-                if m is not None and start == -1 and not closing_tag(m):
-                    # the file ends inside the start tag of a new record
-                    yield buf[m.start() :], "truncated", advance_line(m.start()), prologue or b""
-                break
-            if start != -1 and len(buf) - start > MAX_XML_RECORD_BYTES and not discarding:
-                yield buf[start : start + 4096], "oversize", start_line, prologue or b""
-                discarding = True
-            # compact: keep the open chunk, or the unscanned tail (a cut tag)
-            if start != -1 and not discarding:
-                keep = start
-            elif m is not None:
-                keep = m.start()
-            else:
-                keep = max(pos, len(buf) - _TAG_MARGIN, 0)
-            if keep > 0:
-                advance_line(keep)
-                if prologue is None and len(prologue_buf) < SNIFF_SIZE:
-                    prologue_buf += buf[:keep]
-                buf = buf[keep:]
-                pos = max(pos - keep, 0)
-                counted = 0
-                start = start - keep if start != -1 and not discarding else -1
-            block = read()
-            if not block:
-                eof = True
-            buf += block
-            continue
+        tag = _RECORD_TAG.search(cutter.buf, cutter.pos)
+        gt = cutter.buf.find(b">", tag.end()) if tag else -1
+        if tag is not None and gt != -1:
+            yield from cutter.end_tag(tag, gt) if _is_end_tag(tag) else cutter.start_tag(tag, gt)
+        elif cutter.eof:
+            yield from cutter.finish(tag)
+            return
+        else:
+            yield from cutter.refill(tag)
 
-        if closing_tag(m):
-            pos = gt + 1
-            if depth == 0:
-                yield buf[m.start() : pos], "stray", advance_line(m.start()), prologue or b""
-                continue
-            depth -= 1
-            if depth == 1:
-                inner_seen = True
-            if depth == 0:
-                if not discarding:
-                    yield buf[start:pos], "record", start_line, prologue or b""
-                start, discarding = -1, False
-            continue
 
-        self_closing = buf[gt - 1] == 0x2F  # '/'
-        if depth and (depth >= max_depth or (oai and depth == 1 and inner_seen)):
+class _XmlCutter:
+    """What :func:`_xml_units` knows between two record tags: the buffered stream, where the
+    scan stands in it, and the record chunk being collected."""
+
+    __slots__ = ("read", "oai", "max_depth", "buf", "pos", "counted", "line", "depth", "start",
+                 "start_line", "discarding", "inner_seen", "prologue", "prologue_buf", "eof")
+
+    def __init__(self, read: Callable[[], bytes], oai: bool):
+        self.read = read
+        self.oai = oai
+        self.max_depth = 2 if oai else 1
+        self.buf = b""
+        self.pos = 0  # scan position in buf: everything before it has been scanned
+        self.counted = 0  # newlines in buf[:counted] are already included in `line`
+        self.line = 1
+        self.depth = 0
+        self.start = -1  # start of the open chunk in buf, -1 if none
+        self.start_line = 0
+        self.discarding = False  # the open record grew too large and is being skipped
+        self.inner_seen = False  # OAI: the nested MARC record has been closed
+        self.prologue: bytes | None = None
+        self.prologue_buf = b""
+        self.eof = False
+
+    def unit(self, chunk: bytes, kind: str, line: int) -> tuple[bytes, str, int, bytes]:
+        return chunk, kind, line, self.prologue or b""
+
+    def line_at(self, at: int) -> int:
+        """The 1-based line of ``buf[at]``, counting on from where the last call stopped."""
+        self.line += self.buf.count(b"\n", self.counted, at)
+        self.counted = at
+        return self.line
+
+    def end_tag(self, tag: re.Match, gt: int) -> Iterator[tuple[bytes, str, int, bytes]]:
+        self.pos = gt + 1
+        if self.depth == 0:
+            yield self.unit(self.buf[tag.start() : self.pos], "stray", self.line_at(tag.start()))
+            return
+        self.depth -= 1
+        if self.depth == 1:
+            self.inner_seen = True
+        if self.depth == 0:
+            if not self.discarding:
+                yield self.unit(self.buf[self.start : self.pos], "record", self.start_line)
+            self.start, self.discarding = -1, False
+
+    def start_tag(self, tag: re.Match, gt: int) -> Iterator[tuple[bytes, str, int, bytes]]:
+        self_closing = self.buf[gt - 1] == 0x2F  # '/'
+        if self.depth and (self.depth >= self.max_depth or (self.oai and self.depth == 1 and self.inner_seen)):
             # an unclosed record: emit what we have and start afresh here
-            if not discarding:
-                yield buf[start : m.start()], "record", start_line, prologue or b""
-            depth, start, discarding = 0, -1, False
-        pos = gt + 1
-        if depth == 0:
-            if prologue is None:
-                prologue = prologue_buf + buf[: m.start()]
-            start, start_line = m.start(), advance_line(m.start())
-            inner_seen = False
-            if self_closing:
-                yield buf[start:pos], "record", start_line, prologue
-                start = -1
-            else:
-                depth = 1
+            if not self.discarding:
+                yield self.unit(self.buf[self.start : tag.start()], "record", self.start_line)
+            self.depth, self.start, self.discarding = 0, -1, False
+        self.pos = gt + 1
+        if self.depth == 0:
+            yield from self.open_record(tag, self_closing)
         elif not self_closing:
-            depth += 1
+            self.depth += 1
 
-    if start != -1 and not discarding:
-        yield buf[start:], "truncated", start_line, prologue or b""
+    def open_record(self, tag: re.Match, self_closing: bool) -> Iterator[tuple[bytes, str, int, bytes]]:
+        if self.prologue is None:
+            self.prologue = self.prologue_buf + self.buf[: tag.start()]
+        self.start, self.start_line = tag.start(), self.line_at(tag.start())
+        self.inner_seen = False
+        if self_closing:
+            yield self.unit(self.buf[self.start : self.pos], "record", self.start_line)
+            self.start = -1
+        else:
+            self.depth = 1
+
+    def refill(self, tag: re.Match | None) -> Iterator[tuple[bytes, str, int, bytes]]:
+        """No whole record tag is left to scan: drop what is done with and read the next block."""
+        if self.start != -1 and len(self.buf) - self.start > MAX_XML_RECORD_BYTES and not self.discarding:
+            yield self.unit(self.buf[self.start : self.start + 4096], "oversize", self.start_line)
+            self.discarding = True
+        self.compact(self.kept_from(tag))
+        block = self.read()
+        if not block:
+            self.eof = True
+        self.buf += block
+
+    def kept_from(self, tag: re.Match | None) -> int:
+        """Where the part of buf still needed begins: the open chunk, or the unscanned tail
+        (which may hold a tag cut by the block boundary)."""
+        if self.start != -1 and not self.discarding:
+            return self.start
+        if tag is not None:
+            return tag.start()
+        return max(self.pos, len(self.buf) - _TAG_MARGIN, 0)
+
+    def compact(self, keep: int) -> None:
+        if keep <= 0:
+            return
+        self.line_at(keep)
+        if self.prologue is None and len(self.prologue_buf) < SNIFF_SIZE:
+            self.prologue_buf += self.buf[:keep]
+        self.buf = self.buf[keep:]
+        self.pos = max(self.pos - keep, 0)
+        self.counted = 0
+        self.start = self.start - keep if self.start != -1 and not self.discarding else -1
+
+    def finish(self, tag: re.Match | None) -> Iterator[tuple[bytes, str, int, bytes]]:
+        """At the end of the stream: whatever record was left open is truncated."""
+        if tag is None:
+            tag = _RECORD_TAG_AT_EOF.search(self.buf, self.pos)
+        if tag is not None and self.start == -1 and not _is_end_tag(tag):
+            # the file ends inside the start tag of a new record
+            yield self.unit(self.buf[tag.start() :], "truncated", self.line_at(tag.start()))
+        elif self.start != -1 and not self.discarding:
+            yield self.unit(self.buf[self.start :], "truncated", self.start_line)
 
 
 def _local(tag: str) -> str:
