@@ -33,6 +33,7 @@ system:
 	  echo "note: could not install$$missing here: the tests that need it will say so"
 
 repro: $(VENV)/.installed
+	$(BIN)/folio-llm check-params > /dev/null
 	$(BIN)/dvc pull --allow-missing
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show

@@ -65,10 +65,10 @@ def timed(run, conversations, tokenizer) -> tuple[float, int, list[str]]:
 def main(rows, repeats, types, threads, data):
     import torch
 
-    from folio_llm.evaluation.generate import generate, inference_dtype, load_for_inference
+    from folio_llm.decoding.generate import generate, inference_dtype, load_for_inference
     from folio_llm.splits import load_test_rows
-    from folio_llm.llamacpp import generate as generate_llamacpp
-    from folio_llm.llamacpp import load_gguf
+    from folio_llm.decoding.llamacpp import generate as generate_llamacpp
+    from folio_llm.decoding.llamacpp import load_gguf
     from folio_llm.params import load_params
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -44,8 +44,8 @@ def test_records(meta: list[dict], denormalized: Path) -> list[tuple[str, dict]]
 @click.option("--copy/--no-copy", default=None, help="Copy constraint [default: params.eval.copy_constraint].")
 @click.option("--params", "params_path", default=str(REPO / "params.yaml"), show_default=True)
 def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, params_path):
-    from folio_llm.evaluation.constrained import decoding_constraint
-    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.decoding.constraints import decoding_constraint
+    from folio_llm.decoding.generate import load_for_inference
     from folio_llm.evaluation.run import evaluate_model
     from folio_llm.splits import load_test_rows, load_train_answers
     from folio_llm.params import load_params

@@ -98,7 +98,7 @@ def main(steps, repeats, data, base):
     from folio_llm.training.data import collate, load_splits
     from folio_llm.training.loop import StepPlan
     from folio_llm.training.losses import AnswerLoss, mean_answer_loss
-    from folio_llm.training.trainer import build_model, resolve_precision
+    from folio_llm.training.torch_backend import build_model, resolve_precision
 
     params = parse_params({}).train
     precision = resolve_precision("auto", "cpu")

@@ -108,8 +108,7 @@ def main(steps, batch_size, data, base, precision, compile_setting):
     from folio_llm.models import load_tokenizer
     from folio_llm.params import parse_params
     from folio_llm.training.data import encode_rows
-    from folio_llm.training.loop import RunPaths
-    from folio_llm.training.trainer import train
+    from folio_llm.training.loop import RunPaths, train
 
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul_peak_gflops fp32={peak['fp32'] / 1e9:.0f} bf16={peak['bf16'] / 1e9:.0f} "

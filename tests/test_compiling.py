@@ -12,8 +12,7 @@ import torch._inductor.config as inductor_config
 
 from folio_llm.params import parse_params
 from folio_llm.training.compiling import CompileCache, worth_compiling
-from folio_llm.training.loop import RunPaths
-from folio_llm.training.trainer import train
+from folio_llm.training.loop import RunPaths, train
 
 
 def run(tiny_base, real_dataset, tmp_path, name, compile_setting):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from folio_llm.evaluation.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor
+from folio_llm.decoding.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor
 from folio_llm.prompts import target_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -212,7 +212,7 @@ SCHEMA = {"type": "object", "properties": {
 
 @pytest.fixture(scope="module")
 def schema_factory(tokenizer):
-    from folio_llm.evaluation.constrained import schema_processor_factory
+    from folio_llm.decoding.constraints import schema_processor_factory
 
     return schema_processor_factory(tokenizer, SCHEMA)
 

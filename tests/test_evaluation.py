@@ -6,7 +6,7 @@ import yaml
 from click.testing import CliRunner
 
 from folio_llm.cli import main
-from folio_llm.evaluation.generate import generate, load_for_inference
+from folio_llm.decoding.generate import generate, load_for_inference
 from folio_llm.jsonl import load_jsonl
 
 
@@ -50,7 +50,7 @@ def test_constrained_decoding_keeps_to_the_target_shape(smollm2_base, real_datas
     import jsonschema
     import xgrammar as xgr
 
-    from folio_llm.evaluation.constrained import schema_processor_factory
+    from folio_llm.decoding.constraints import schema_processor_factory
     from folio_llm.answers import target_schema
     from folio_llm.params import parse_params
 
@@ -107,7 +107,7 @@ def test_repetition_loop_ends_a_looping_row_and_no_real_answer(tiny_base, real_d
     looked like) is caught after four copies; none of the real test answers is."""
     import torch
 
-    from folio_llm.evaluation.generate import RepetitionLoop
+    from folio_llm.decoding.generate import RepetitionLoop
     from folio_llm.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_base))

@@ -12,8 +12,8 @@ from folio_llm.export import convert, ollama_template, parity
 from folio_llm.gguf_compat import (PRE_KEY, TEMPLATE_KEY, gpt4all_generate, make_compatible, read_field, token_ids,
                                    token_identity, write_copy)
 from folio_llm.jsonl import load_jsonl
-from folio_llm.llamacpp import generate as generate_llamacpp
-from folio_llm.llamacpp import load_gguf, quantize
+from folio_llm.decoding.llamacpp import generate as generate_llamacpp
+from folio_llm.decoding.llamacpp import load_gguf, quantize
 from folio_llm.models import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -26,8 +26,7 @@ F16_LOGIT_TOLERANCE = 0.25
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_base, real_dataset, tmp_path_factory):
     from folio_llm.params import parse_params
-    from folio_llm.training.loop import RunPaths
-    from folio_llm.training.trainer import train
+    from folio_llm.training.loop import RunPaths, train
 
     settings = parse_params({"train": {"max_steps": 3, "batch_size": 4, "learning_rate": 2e-2, "save_every": 100,
                                        "lora": {"rank": 4}}}).train
@@ -82,9 +81,9 @@ def test_logit_agreement_catches_a_wrong_tensor(exported, real_dataset, tmp_path
     (the kind of bug a converter or a merge can make) fails the check the export test makes."""
     from safetensors.torch import load_file, save_file
 
-    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.decoding.generate import load_for_inference
     from folio_llm.export import logit_agreement, teacher_forced
-    from folio_llm.llamacpp import token_logits
+    from folio_llm.decoding.llamacpp import token_logits
 
     tmp, _ = exported
     wrong = tmp_path / "wrong"
@@ -293,7 +292,7 @@ def test_llama_cpp_copy_constraint_keeps_titles_to_the_description(exported, rea
     grammar, on the tiny model: the title it writes is a span of the description."""
     from folio_llm.answers import close_cut_json
     from folio_llm.answers import parse_output, target_schema
-    from folio_llm.llamacpp import json_grammar
+    from folio_llm.decoding.llamacpp import json_grammar
     from folio_llm.params import parse_params
 
     tmp, _ = exported

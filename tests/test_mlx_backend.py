@@ -19,7 +19,7 @@ pytest.importorskip("mlx_lm")
 from folio_llm.models import prompt_text  # noqa: E402
 from folio_llm.training import mlx_backend  # noqa: E402
 from folio_llm.training.data import collate, encode_rows  # noqa: E402
-from folio_llm.training.loop import RunPaths  # noqa: E402
+from folio_llm.training.loop import RunPaths, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def train_params() -> TrainParams:
 def trained(tiny, chat_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     params = train_params()
-    metrics = mlx_backend.train_mlx(params, 42, RunPaths(chat_dir, tiny, tmp / "adapter", tmp / "ckpt",
+    metrics = train(params, 42, RunPaths(chat_dir, tiny, tmp / "adapter", tmp / "ckpt",
                                                           metrics_path=tmp / "metrics.json", live_dir=tmp / "live"))
     return params, metrics, tmp
 
@@ -157,9 +157,9 @@ def test_interrupted_run_resumes_to_the_same_weights(trained, tiny, chat_dir, tm
     blocked = tmp_path / "blocked"
     blocked.write_text("not a folder")
     with pytest.raises(FileExistsError):
-        mlx_backend.train_mlx(params, 42, RunPaths(chat_dir, tiny, blocked, tmp_path / "ckpt"))
+        train(params, 42, RunPaths(chat_dir, tiny, blocked, tmp_path / "ckpt"))
     assert (tmp_path / "ckpt" / "last").read_text() == "step-000003"
-    resumed = mlx_backend.train_mlx(params, 42, RunPaths(chat_dir, tiny, tmp_path / "resumed", tmp_path / "ckpt"))
+    resumed = train(params, 42, RunPaths(chat_dir, tiny, tmp_path / "resumed", tmp_path / "ckpt"))
     assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 5 and resumed["tokens"] == whole["tokens"]
     assert resumed["valid_loss"] == pytest.approx(whole["valid_loss"], rel=1e-5)
     a = load_file(str(run / "adapter" / "adapter_model.safetensors"))
@@ -188,4 +188,4 @@ def test_missing_mlx_is_one_clear_line(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what `import mlx_lm` meets where it is not installed
     with pytest.raises(ValueError, match=r"^train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm\[mlx\]'$"):
-        mlx_backend.train_mlx(TrainParams(backend="mlx"), 0, RunPaths("d", "b", "o", "c"))
+        train(TrainParams(backend="mlx"), 0, RunPaths("d", "b", "o", "c"))

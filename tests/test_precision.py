@@ -4,8 +4,8 @@ import json
 import pytest
 
 from folio_llm import precision
-from folio_llm.evaluation.generate import inference_dtype
-from folio_llm.training.trainer import resolve_precision
+from folio_llm.decoding.generate import inference_dtype
+from folio_llm.training.torch_backend import resolve_precision
 
 
 @pytest.fixture

@@ -269,7 +269,7 @@ def scripted():
 
 
 def ask(url, n=1, **options):
-    from folio_llm.chat_api import ChatApi
+    from folio_llm.decoding.chat_api import ChatApi
 
     api = ChatApi(url, "m", **options)
     return api, api.answer([[{"role": "user", "content": f"q{i}"}] for i in range(n)], progress=False)
@@ -283,7 +283,7 @@ def test_a_429_is_retried_and_then_answered(scripted):
 
 def test_a_500_forever_fails_in_one_line_naming_the_url_and_keeps_what_came(scripted, real_dataset, tmp_path,
                                                                              monkeypatch):
-    from folio_llm.chat_api import ChatApiError
+    from folio_llm.decoding.chat_api import ChatApiError
 
     httpd, url = scripted([500])
     with pytest.raises(ChatApiError) as failure:
@@ -301,7 +301,7 @@ def test_a_500_forever_fails_in_one_line_naming_the_url_and_keeps_what_came(scri
 
 
 def test_a_timeout_is_retried_then_named(scripted):
-    from folio_llm.chat_api import ChatApiError
+    from folio_llm.decoding.chat_api import ChatApiError
 
     httpd, url = scripted(["sleep"])
     with pytest.raises(ChatApiError, match="no answer within 0.5 s after 2 tries"):
@@ -309,7 +309,7 @@ def test_a_timeout_is_retried_then_named(scripted):
 
 
 def test_a_bad_key_fails_at_once_without_echoing_it(scripted, monkeypatch):
-    from folio_llm.chat_api import ChatApiError
+    from folio_llm.decoding.chat_api import ChatApiError
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-key")
     httpd, url = scripted([401])

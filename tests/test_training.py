@@ -17,8 +17,7 @@ from folio_llm.jsonl import load_jsonl
 from folio_llm.models import ModelError, load_tokenizer, prompt_text, resolve
 from folio_llm.params import parse_params
 from folio_llm.training.data import IGNORE, collate, encode_chat
-from folio_llm.training.loop import RunPaths
-from folio_llm.training.trainer import train
+from folio_llm.training.loop import RunPaths, train
 
 
 def rows(dataset, split="train"):
@@ -115,6 +114,9 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_base, real_dataset, tmp_pa
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"resuming from checkpoint at step {step}" in again.stdout + again.stderr
+    # the first line plans the rest: machine, arithmetic, steps left, time at this machine's rate
+    planning = next(line for line in again.stdout.splitlines() if line.startswith("train: "))
+    assert "(fp32, eager layers)" in planning and f"; {60 - step} steps, about " in planning
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["resumed_from_step"] == step and metrics["steps"] == 60
 

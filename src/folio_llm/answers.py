@@ -57,7 +57,7 @@ def target_schema(fields: dict[str, list[str] | None] | None = None) -> dict:
     items, required, additionalProperties), so xgrammar can compile it for constrained
     decoding. ``title`` is required; nothing else is."""
     if fields is None:
-        from folio_llm.params import DEFAULT_FIELDS
+        from folio_llm.sections.fields import DEFAULT_FIELDS
 
         fields = DEFAULT_FIELDS
     properties = {name: _field_schema(name, keys) for name, keys in fields.items()}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from folio_llm.jsonl import JsonlWriter, write_json
-from folio_llm.params import DatasetParams
+from folio_llm.sections.dataset import DatasetParams
 from folio_llm.prompts import LAYOUTS, Example, PromptRenderer
 
 SPLITS = ("train", "valid", "test")

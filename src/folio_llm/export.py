@@ -34,7 +34,7 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 def merge(base_dir: str | Path, adapter_dir: str | Path | None, out_dir: str | Path) -> Path:
     """The base with the LoRA adapter merged in, as a Hugging Face folder (safetensors,
     tokenizer, chat template), in float32 so nothing is rounded twice before GGUF."""
-    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.decoding.generate import load_for_inference
 
     model, tokenizer = load_for_inference(base_dir, adapter_dir, "float32")
     tokenizer.padding_side = "right"  # load_for_inference sets left for batched generation
@@ -84,7 +84,7 @@ def convert(model_dir: str | Path, out: str | Path, kind: str, name: str) -> Pat
 def write_ggufs(model_dir: str | Path, out_dir: str | Path, kinds: Sequence[str], name: str) -> dict[str, dict]:
     """``<name>-<kind>.gguf`` per kind; q4_k_m is quantized by llama.cpp from an f16 file
     (kept only when f16 is asked for too). Returns kind -> {file, bytes, seconds}."""
-    from folio_llm.llamacpp import quantize
+    from folio_llm.decoding.llamacpp import quantize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +190,31 @@ def logit_agreement(reference: list, other: list, margin: float = DECISIVE_MARGI
             "decisive_agree": decisive_agree, "top1_agree": agree}
 
 
+def llamacpp_answers(path: str | Path, conversations: list[list[dict]], max_new_tokens: int):
+    """(greedy answers of the GGUF file through llama.cpp, the file's tokenizer)."""
+    from folio_llm.decoding.llamacpp import generate, load_gguf
+
+    llm, gguf_tokenizer = load_gguf(path)
+    try:
+        return generate(llm, gguf_tokenizer, conversations, max_new_tokens), gguf_tokenizer
+    finally:
+        llm.close()
+
+
+def llamacpp_logits(path: str | Path, gguf_tokenizer, conversations: list[list[dict]], sequences: list[list[int]],
+                    prompt_lengths: list[int], reference_logits: list) -> dict:
+    """The file's logits on transformers' tokens against transformers' own (``logit_agreement``),
+    and how many prompts the file tokenizes to the same ids."""
+    from folio_llm.decoding.llamacpp import token_logits
+    from folio_llm.models import prompt_text
+
+    prompts = [gguf_tokenizer(prompt_text(gguf_tokenizer, c), add_special_tokens=False)["input_ids"]
+               for c in conversations]
+    logits = [scores[n - 1:] for scores, n in zip(token_logits(path, sequences), prompt_lengths)]
+    return {"prompt_tokens_identical": sum(p == s[:n] for p, s, n in zip(prompts, sequences, prompt_lengths)),
+            **logit_agreement(reference_logits, logits)}
+
+
 def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict], *, batch_size: int,
            max_new_tokens: int, dtype: str = "float32", gpt4all: dict[str, str | Path] | None = None,
            meta: list[dict] | None = None) -> dict:
@@ -204,12 +229,10 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
     scored as the evaluate stage scores (against the whole records of ``meta``, the test
     split's meta rows). The reference is float32, the weights as they are: bf16 generation
     flips near-ties itself."""
-    from folio_llm.evaluation.generate import generate as generate_hf
-    from folio_llm.evaluation.generate import inference_dtype, load_for_inference
+    from folio_llm.decoding.generate import generate as generate_hf
+    from folio_llm.decoding.generate import inference_dtype, load_for_inference
     from folio_llm.evaluation.run import score_answers
     from folio_llm.gguf_compat import gpt4all_generate, gpt4all_version, token_ids
-    from folio_llm.llamacpp import generate as generate_llamacpp
-    from folio_llm.llamacpp import load_gguf, token_logits
     from folio_llm.models import prompt_text
 
     conversations = [row["messages"][:-1] for row in rows]
@@ -235,19 +258,11 @@ def parity(model_dir: str | Path, ggufs: dict[str, str | Path], rows: list[dict]
         return entry
 
     for kind, path in ggufs.items():
-        llm, gguf_tokenizer = load_gguf(path)
         started = time.perf_counter()
-        try:
-            outputs = generate_llamacpp(llm, gguf_tokenizer, conversations, max_new_tokens)
-        finally:
-            llm.close()
+        outputs, gguf_tokenizer = llamacpp_answers(path, conversations, max_new_tokens)
         result[kind] = compared(outputs, time.perf_counter() - started)
-        prompts = [gguf_tokenizer(prompt_text(gguf_tokenizer, c), add_special_tokens=False)["input_ids"]
-                   for c in conversations]
-        logits = [scores[n - 1:] for scores, n in zip(token_logits(path, sequences), prompt_lengths)]
-        result[kind]["logits"] = {
-            "prompt_tokens_identical": sum(p == s[:n] for p, s, n in zip(prompts, sequences, prompt_lengths)),
-            **logit_agreement(reference_logits, logits)}
+        result[kind]["logits"] = llamacpp_logits(path, gguf_tokenizer, conversations, sequences, prompt_lengths,
+                                                 reference_logits)
     for kind, path in (gpt4all or {}).items():
         started = time.perf_counter()
         outputs, fed = gpt4all_generate(path, tokenizer, conversations, max_new_tokens)

@@ -102,7 +102,7 @@ def write_copy(source: str | Path, out: str | Path, changes: dict[str, str]) -> 
 
 def token_ids(path: str | Path, texts: Sequence[str]) -> list[list[int]]:
     """llama.cpp's token ids of each text (special tokens parsed, no BOS added), vocabulary only."""
-    from folio_llm.llamacpp import llama_cpp_module
+    from folio_llm.decoding.llamacpp import llama_cpp_module
 
     llm = llama_cpp_module().Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
@@ -169,7 +169,7 @@ def gpt4all_generate(path: str | Path, tokenizer, conversations: Sequence[Sequen
     from gpt4all._pyllmodel import LLModel
     from tqdm import tqdm
 
-    from folio_llm.llamacpp import captured_stderr, threads
+    from folio_llm.decoding.llamacpp import captured_stderr, threads
     from folio_llm.models import prompt_text
 
     path = Path(path)

@@ -1,11 +1,11 @@
 """Which arithmetic is fast on this machine, measured rather than read off a CPU flag.
 
-Both 2-core machine types this project runs on report AVX-512 BF16, yet on the Intel Xeon type
-bf16 matmuls run at about half the fp32 speed (AMD EPYC: bf16 ~4x fp32). So ``auto`` times the
-two dtypes on matmuls of the model's shapes once per machine and caches the answer in
-``~/.cache/folio-llm/precision.json`` (``FOLIO_LLM_CACHE`` moves it), one entry per CPU model,
-torch version and thread count, so a changed machine or setting measures again. Measure on an
-idle machine: ``folio-llm precision --refresh`` measures anew.
+A CPU that reports AVX-512 BF16 may still run bf16 matmuls slower than fp32 (one of the Intel
+Xeon types this project runs on does; benchmarks/RESULTS.md has the figures per type). So
+``auto`` times the two dtypes on matmuls of the model's shapes once per machine and caches the
+answer in ``~/.cache/folio-llm/precision.json`` (``FOLIO_LLM_CACHE`` moves it), one entry per
+CPU model, torch version and thread count, so a changed machine or setting measures again.
+Measure on an idle machine: ``folio-llm precision --refresh`` measures anew.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 from folio_llm.machine_cache import cache_root, read_entries, write_entries
 
@@ -35,6 +36,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_type() -> str:
+    """The CPU's name and its widest vector arithmetic, as the machine types are told apart
+    ("AMD EPYC, AVX-512 BF16"); a flag says what the CPU has, not what is fast on it."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return cpu_name()
+    for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return f"{cpu_name()}, {label}"
+    return cpu_name()
 
 
 def machine_key() -> str:
@@ -100,3 +115,11 @@ def fastest_cpu_precision(kind: str) -> str:
     if not cpu_has_bf16():
         return "fp32"
     return probe()[kind]["fastest"]
+
+
+def mixed_precision(choice: str, auto: Callable[[], str]) -> str:
+    """Accelerate's label ("no", "bf16", "fp16") for ``train.precision``; ``auto`` is the
+    backend's own pick ("fp32", "bf16" or "fp16"), asked only when the choice is 'auto'."""
+    if choice == "auto":
+        choice = auto()
+    return "no" if choice == "fp32" else choice

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from folio_llm import paths
 from folio_llm.checking import Checked, FolioMapper, check_answer
 from folio_llm.jsonl import read_jsonl
 
@@ -120,8 +121,8 @@ def _read_csv(path: Path, system_prompt: str) -> Iterator[Request | BadInput]:
 # the model
 
 
-def default_model(backend: str | None, gguf_file: str | Path, merged: str | Path = "models/merged",
-                  base: str | Path = "models/base", adapter: str | Path = "models/adapter") -> tuple[Path, Path | None]:
+def default_model(backend: str | None, gguf_file: str | Path, merged: str | Path = paths.MERGED,
+                  base: str | Path = paths.BASE, adapter: str | Path = paths.ADAPTER) -> tuple[Path, Path | None]:
     """What the pipeline produced: the GGUF file for llama.cpp; else the merged model, or the
     base with its adapter."""
     if backend == "llama.cpp":
@@ -163,13 +164,13 @@ class Generator:
              batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None,
              copy_fields: list[str] | None = None) -> "Generator":
         if backend == "llama.cpp":
-            from folio_llm.llamacpp import json_grammar, load_gguf
+            from folio_llm.decoding.llamacpp import json_grammar, load_gguf
 
             llm, tokenizer = load_gguf(model)
             return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema, copy_fields,
                        json_grammar(schema) if schema else None)
-        from folio_llm.evaluation.constrained import compose, copy_processor_factory, schema_processor_factory
-        from folio_llm.evaluation.generate import load_for_inference
+        from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
+        from folio_llm.decoding.generate import load_for_inference
 
         loaded, tokenizer = load_for_inference(model, adapter, dtype)
         constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
@@ -178,11 +179,11 @@ class Generator:
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         if self.backend == "llama.cpp":
-            from folio_llm.llamacpp import generate
+            from folio_llm.decoding.llamacpp import generate
 
             return generate(self.model, self.tokenizer, conversations, self.max_new_tokens,
                             grammar=self._constraint, progress=progress, copy_fields=self.copy_fields)
-        from folio_llm.evaluation.generate import generate
+        from folio_llm.decoding.generate import generate
 
         return generate(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
                         self._constraint, progress=progress)

@@ -11,11 +11,11 @@ import json
 import random
 from dataclasses import dataclass
 
-from folio_llm.params import DatasetParams
+from folio_llm.sections.dataset import DatasetParams
 from folio_llm.styles import describe, draw_style
 
 def target_json(target: dict) -> str:
-    """The assistant's answer: strict JSON, non-ASCII kept, compact (10% fewer tokens than spaced)."""
+    """The assistant's answer: strict JSON, non-ASCII kept, compact (fewer tokens than spaced)."""
     return json.dumps(target, ensure_ascii=False, separators=(",", ":"))
 
 

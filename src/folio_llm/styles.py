@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from folio_llm.clauses import clause_values, render_clause
-from folio_llm.params import DatasetParams
+from folio_llm.sections.dataset import DatasetParams
 
 # MARC language codes a description would name in words (the rest are told by code or not at all)
 LANGUAGE_NAMES = {

@@ -1,6 +1,6 @@
 """Typed settings from plain YAML values: dataclass fields with help text, and conversion that
 refuses an unknown key or a wrong type with a message naming the key (``params: train.epochs:
-expected a number, got 'two'``). The sections themselves are in :mod:`folio_llm.params`."""
+expected a number, got 'two'``). The sections themselves are in :mod:`folio_llm.sections`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
+def convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp``; return it converted (dataclasses built)."""
     origin = typing.get_origin(tp)
     wrong = ParamsError(f"params: {key}: expected {_type_name(tp)}, got {value!r}")
@@ -55,7 +55,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
             try:
-                return _convert(value, option, key)
+                return convert(value, option, key)
             except ParamsError:
                 continue
         raise wrong
@@ -63,12 +63,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise wrong
         (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise wrong
         _, value_tp = typing.get_args(tp)
-        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if tp is type(None):
         if value is not None:
             raise wrong
@@ -102,5 +102,5 @@ def build(cls: type, values: dict, prefix: str = ""):
     kwargs = {}
     for name in known:
         if name in values:
-            kwargs[name] = _convert(values[name], hints[name], f"{prefix}.{name}" if prefix else name)
+            kwargs[name] = convert(values[name], hints[name], f"{prefix}.{name}" if prefix else name)
     return cls(**kwargs)

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, friendly_errors
-from folio_llm.params import load_params
+from folio_llm.sections import load_sections
+from folio_llm.sections.dataset import DatasetParams
 
 
 @click.command("build-dataset")
 @click.argument("input_path", metavar="INPUT.jsonl", type=click.Path(dir_okay=False))
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Writes <layout>/<split>.jsonl here.")
-@click.option("--report", default="reports/dataset.json", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--summary", default="reports/dataset.md", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--report", default=paths.DATASET_REPORT, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--summary", default=paths.DATASET_SUMMARY, show_default=True, type=click.Path(dir_okay=False))
 @PARAMS_OPTION
 @friendly_errors
 def build_dataset(input_path, out_dir, report, summary, params_path):
@@ -23,7 +25,7 @@ def build_dataset(input_path, out_dir, report, summary, params_path):
     from folio_llm.dataset import build_examples, dataset_report, write_layouts, write_report
     from folio_llm.jsonl import load_jsonl
 
-    params = load_params(params_path)
+    params = load_sections(params_path, seed=int, dataset=DatasetParams)
     if not Path(input_path).is_file():
         raise ValueError(f"input not found: {input_path}")
     result = build_examples(load_jsonl(input_path), params.dataset, params.seed)

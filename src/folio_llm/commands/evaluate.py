@@ -72,7 +72,7 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     """Answer the rows with llama.cpp (a GGUF file) or an OpenAI-compatible API, then score them."""
     import time
 
-    from folio_llm.evaluation.constrained import decoding_settings
+    from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.evaluation.run import score_answers, write_predictions
 
     settings = params.eval
@@ -91,7 +91,7 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
         finally:
             generator.close()
     else:
-        from folio_llm.chat_api import ChatApi, ChatApiError
+        from folio_llm.decoding.chat_api import ChatApi, ChatApiError
 
         api = ChatApi(base_url, model, schema=decoding.schema, max_new_tokens=settings.max_new_tokens, concurrency=concurrency)
         try:

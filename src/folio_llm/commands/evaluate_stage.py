@@ -8,8 +8,13 @@ from pathlib import Path
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, SCHEMAS_OPTION, friendly_errors
-from folio_llm.params import load_params
+from folio_llm.sections import load_sections
+from folio_llm.sections.dataset import DatasetParams
+from folio_llm.sections.denormalize import DenormalizeParams
+from folio_llm.sections.eval import EvalParams
+from folio_llm.sections.source import SourceParams
 
 
 def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: str, predictions,
@@ -17,8 +22,8 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                   train_answers: list[dict] | None = None, copy: bool | None = None) -> dict:
     """Load one model, answer the rows, score them; one line to the console. ``checks``:
     evaluation.run.folio_checks, loaded once per command."""
-    from folio_llm.evaluation.constrained import decoding_constraint
-    from folio_llm.evaluation.generate import load_for_inference
+    from folio_llm.decoding.constraints import decoding_constraint
+    from folio_llm.decoding.generate import load_for_inference
     from folio_llm.evaluation.run import evaluate_model
 
     settings = params.eval
@@ -34,13 +39,13 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
 
 
 @click.command("evaluate-stage")
-@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
-@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
-@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--out", default="metrics/eval.json", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--predictions-dir", default="data/predictions", show_default=True, type=click.Path(file_okay=False))
-@click.option("--fields-table", default="metrics/eval_fields.csv", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--styles-table", default="metrics/eval_styles.csv", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--base", "base_dir", default=paths.BASE, show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default=paths.ADAPTER, show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default=paths.TEST_SPLIT, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=paths.EVAL_METRICS, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--predictions-dir", default=paths.PREDICTIONS, show_default=True, type=click.Path(file_okay=False))
+@click.option("--fields-table", default=paths.EVAL_FIELDS_TABLE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--styles-table", default=paths.EVAL_STYLES_TABLE, show_default=True, type=click.Path(dir_okay=False),
               help="Told-field macro per description style (dvc plots).")
 @SCHEMAS_OPTION
 @PARAMS_OPTION
@@ -52,7 +57,8 @@ def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, field
     from folio_llm.evaluation.run import folio_checks, write_field_table, write_metrics, write_style_table
     from folio_llm.splits import load_test_rows, load_train_answers
 
-    params = load_params(params_path)
+    params = load_sections(params_path, eval=EvalParams, source=SourceParams, dataset=DatasetParams,
+                           denormalize=DenormalizeParams)
     settings = params.eval
     checks = folio_checks(schemas, params.source.reference_data)
     rows, meta = load_test_rows(data_path, settings.limit)

@@ -6,18 +6,22 @@ from pathlib import Path
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, friendly_errors
-from folio_llm.params import load_params
+from folio_llm.sections import load_sections
+from folio_llm.sections.dataset import DatasetParams
+from folio_llm.sections.eval import EvalParams
+from folio_llm.sections.export import ExportParams
 
 
 @click.command("export")
-@click.option("--base", "base_dir", default="models/base", show_default=True, type=click.Path(file_okay=False))
-@click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True, type=click.Path(file_okay=False))
-@click.option("--data", "data_path", default="data/datasets/openai/test.jsonl", show_default=True,
+@click.option("--base", "base_dir", default=paths.BASE, show_default=True, type=click.Path(file_okay=False))
+@click.option("--adapter", "adapter_dir", default=paths.ADAPTER, show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", default=paths.TEST_SPLIT, show_default=True,
               type=click.Path(dir_okay=False), help="Test prompts for the parity check (OpenAI chat layout).")
-@click.option("--merged", "merged_dir", default="models/merged", show_default=True, type=click.Path(file_okay=False))
-@click.option("--gguf-dir", default="models/gguf", show_default=True, type=click.Path(file_okay=False))
-@click.option("--metrics", default="metrics/export.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--merged", "merged_dir", default=paths.MERGED, show_default=True, type=click.Path(file_okay=False))
+@click.option("--gguf-dir", default=paths.GGUF_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--metrics", default=paths.EXPORT_METRICS, show_default=True, type=click.Path(dir_okay=False))
 @PARAMS_OPTION
 @friendly_errors
 def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, params_path):
@@ -26,7 +30,7 @@ def export(base_dir, adapter_dir, data_path, merged_dir, gguf_dir, metrics, para
     compared with the merged model's on test prompts."""
     from folio_llm.export import export as run
 
-    params = load_params(params_path)
+    params = load_sections(params_path, export=ExportParams, eval=EvalParams, dataset=DatasetParams)
     for path in (Path(base_dir) / "config.json", Path(adapter_dir) / "adapter_config.json"):
         if not path.is_file():
             raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")

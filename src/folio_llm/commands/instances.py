@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, friendly_errors, summarize
-from folio_llm.params import load_params
+from folio_llm.sections import load_sections
+from folio_llm.sections.source import SourceParams
 
 
 @click.command("marc-to-instances")
@@ -26,16 +28,16 @@ def marc_to_instances(inputs, rules, reference_data, out, rejects):
 
 @click.command("instances")
 @PARAMS_OPTION
-@click.option("--out", default="data/instances.jsonl", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--rejects", default="data/rejects/instances.jsonl", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--report", default="reports/instances.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", default=paths.INSTANCES, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--rejects", default=paths.INSTANCES_REJECTS, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--report", default=paths.INSTANCES_REPORT, show_default=True, type=click.Path(dir_okay=False))
 @friendly_errors
 def instances(params_path, out, rejects, report):
     """Stage `instances`: read params.source, draw the seeded sample, write Instances."""
     from folio_llm.pipeline import write_stage_report
     from folio_llm.sources import convert, source_items
 
-    params = load_params(params_path)
+    params = load_sections(params_path, seed=int, source=SourceParams)
     source = params.source
     items = source_items(source.kind, [source.path], source.rules, source.reference_data)
     counts = convert(items, out, rejects, source.sample_size, params.seed)
@@ -73,7 +75,7 @@ def fetch_folio(out, sample_size, seed, query, strategy, page_size, attempts, ba
     from folio_llm.folio.api import RetryPolicy
     from folio_llm.folio.snapshot import fetch_snapshot, snapshot_notes
 
-    params = load_params(params_path)
+    params = load_sections(params_path, seed=int, source=SourceParams)
     manifest = fetch_snapshot(
         out, sample_size=params.source.sample_size if sample_size is None else sample_size,
         seed=params.seed if seed is None else seed, query=params.source.query if query is None else query,

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from folio_llm.params import ParamsError
+from folio_llm import paths
+from folio_llm.typed_config import ParamsError
 
 PARAMS_OPTION = click.option(
     "--params", "params_path", default="params.yaml", show_default=True,
@@ -16,7 +17,7 @@ PARAMS_OPTION = click.option(
 )
 
 SCHEMAS_OPTION = click.option(
-    "--schemas", default="data/raw/folio/schemas", show_default=True, type=click.Path(),
+    "--schemas", default=paths.SCHEMAS, show_default=True, type=click.Path(),
     help="FOLIO schemas folder, for the Instance-schema check (with params.source.reference_data).",
 )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, SCHEMAS_OPTION, friendly_errors
 from folio_llm.params import load_params
 
@@ -53,10 +54,9 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     stderr with their number, and the rest go on."""
     import contextlib
 
-    from folio_llm.evaluation.constrained import decoding_settings
-    from folio_llm.export import gguf_path
+    from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.jsonl import JsonlWriter, dumps
-    from folio_llm.predict import BadInput, FolioMapper, Generator, answered, default_model, pick_backend, read_requests
+    from folio_llm.predict import BadInput, FolioMapper, answered, read_requests
 
     if not descriptions and not input_path:
         raise click.UsageError("give a description or --input FILE")
@@ -65,16 +65,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     params = load_params(params_path)
     settings = params.eval
     folio = FolioMapper(reference_data or params.source.reference_data, schemas) if folio_ready else None
-    if backend == "openai":
-        if not (base_url and model_path):
-            raise click.UsageError("--backend openai needs --base-url URL and --model NAME")
-        model, adapter = model_path, None
-    elif model_path:
-        model, adapter = Path(model_path), None
-    else:
-        model, adapter = default_model(backend, gguf_path("models/gguf", params.export.name, params.export.types[0]))
-    if backend != "openai":
-        backend = pick_backend(model, backend)
+    backend, model, adapter = _model(backend, model_path, base_url, params)
     decoding = decoding_settings(params, constrained, copy)
 
     read = written = rejected = 0
@@ -102,14 +93,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
             else:
                 requests.append(item)
         if requests:
-            if backend == "openai":
-                from folio_llm.chat_api import ChatApi
-
-                generator = ChatApi(base_url, model, schema=decoding.schema, max_new_tokens=settings.max_new_tokens)
-            else:
-                generator = Generator.load(model, adapter, backend, dtype=settings.dtype,
-                                           batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
-                                           schema=decoding.schema, copy_fields=decoding.copy_fields)
+            generator = _generator(backend, base_url, model, adapter, settings, decoding)
             stack.callback(generator.close)
             for request, answer, checked in answered(generator, requests, folio):
                 for warning in checked.lines():
@@ -128,6 +112,35 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
         click.echo(f"{read} read, {written} written, {rejected} rejected", err=True)
     if not written:
         raise ValueError("no record written (reasons above)")
+
+
+def _model(backend: str | None, model_path: str | None, base_url: str | None, params):
+    """(backend, model, adapter): the model named, or the pipeline's own (GGUF, else merged,
+    else base + adapter), and the backend that runs it."""
+    from folio_llm.export import gguf_path
+    from folio_llm.predict import default_model, pick_backend
+
+    if backend == "openai":
+        if not (base_url and model_path):
+            raise click.UsageError("--backend openai needs --base-url URL and --model NAME")
+        return backend, model_path, None
+    if model_path:
+        model, adapter = Path(model_path), None
+    else:
+        model, adapter = default_model(backend, gguf_path(paths.GGUF_DIR, params.export.name, params.export.types[0]))
+    return pick_backend(model, backend), model, adapter
+
+
+def _generator(backend: str, base_url: str | None, model, adapter, settings, decoding):
+    if backend == "openai":
+        from folio_llm.decoding.chat_api import ChatApi
+
+        return ChatApi(base_url, model, schema=decoding.schema, max_new_tokens=settings.max_new_tokens)
+    from folio_llm.predict import Generator
+
+    return Generator.load(model, adapter, backend, dtype=settings.dtype, batch_size=settings.batch_size,
+                          max_new_tokens=settings.max_new_tokens, schema=decoding.schema,
+                          copy_fields=decoding.copy_fields)
 
 
 def _post(where: str, record: dict, tenant) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, SCHEMAS_OPTION, friendly_errors
 from folio_llm.params import load_params
 
@@ -20,9 +21,9 @@ from folio_llm.params import load_params
               help="The page's copy constraint on told fields [default: params.eval.copy_constraint].")
 @click.option("--reference-data", default=None, type=click.Path(file_okay=False),
               help="The tenant's reference data [default: params.source.reference_data].")
-@click.option("--examples", "examples_path", default="data/datasets/openai/test.jsonl", show_default=True,
+@click.option("--examples", "examples_path", default=paths.TEST_SPLIT, show_default=True,
               type=click.Path(dir_okay=False), help="Test split whose descriptions the page offers as examples.")
-@click.option("--jobs", "jobs_dir", default="data/jobs", show_default=True, type=click.Path(file_okay=False),
+@click.option("--jobs", "jobs_dir", default=paths.JOBS, show_default=True, type=click.Path(file_okay=False),
               help="Folder of the batch jobs' store (jobs.sqlite3): a restart resumes unfinished jobs and keeps "
                    "finished ones and the records created in FOLIO.")
 @SCHEMAS_OPTION
@@ -43,7 +44,7 @@ def serve(model_path, host, port, copy, reference_data, examples_path, jobs_dir,
     from folio_llm.serve import create_app, example_descriptions
 
     params = load_params(params_path)
-    model = Path(model_path) if model_path else gguf_path("models/gguf", params.export.name, params.export.types[0])
+    model = Path(model_path) if model_path else gguf_path(paths.GGUF_DIR, params.export.name, params.export.types[0])
     if not model.is_file():
         raise ValueError(f"no GGUF file at {model} (run `dvc repro export`, or pass --model FILE.gguf)")
     app = create_app(model, params, reference_dir=reference_data or params.source.reference_data,

@@ -59,7 +59,7 @@ def schema_processor_factory(tokenizer, schema: dict):
 def copy_processor_factory(tokenizer, fields):
     """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
     values of ``fields`` may only be verbatim spans of each row's description (its user message)."""
-    from folio_llm.evaluation.copy_constraint import CopyIndex, CopyProcessor
+    from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
     index = CopyIndex.for_tokenizer(tokenizer)
     return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width, fields)]

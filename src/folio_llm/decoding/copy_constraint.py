@@ -10,7 +10,7 @@ ensure_ascii=False)[1:-1]``, UTF-8) and each token as the bytes it adds to the a
 written so far inside a copied string must occur in the description starting where an
 (escaped) character starts; its closing quote may come only where a word of the description
 ends (not inside "Commonwealth": a value cut short is how a model gets round the constraint). Structure
-is the JSON-schema processor's job (``constrained.py``): put this processor after it, so that a
+is the JSON-schema processor's job (``constraints.py``): put this processor after it, so that a
 row whose every remaining token this one would forbid is spotted and left unmasked (counted in
 ``fallbacks``) rather than emptied.
 """

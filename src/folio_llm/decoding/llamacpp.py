@@ -34,7 +34,7 @@ def llama_cpp_module():
 def threads() -> int:
     """As many threads as torch uses (one knob for both backends: OMP_NUM_THREADS or
     torch.set_num_threads). llama-cpp-python's own default is half the cores; more threads
-    than free cores make llama.cpp's spinning workers 20x slower."""
+    than free cores make llama.cpp's spinning workers many times slower."""
     import torch
 
     return torch.get_num_threads()
@@ -64,7 +64,7 @@ def _stops(tokenizer, prompt_width: int):
     from llama_cpp import StoppingCriteriaList
 
     from folio_llm.answers import JsonObjectEnd
-    from folio_llm.evaluation.generate import RepetitionLoop
+    from folio_llm.decoding.generate import RepetitionLoop
 
     def adapt(criterion):
         return lambda input_ids, logits: bool(criterion(torch.as_tensor(input_ids).unsqueeze(0), None)[0])
@@ -91,8 +91,8 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
     if copy_fields:
         from llama_cpp import LogitsProcessorList
 
-        from folio_llm.evaluation.constrained import description
-        from folio_llm.evaluation.copy_constraint import CopyIndex, CopyProcessor
+        from folio_llm.decoding.constraints import description
+        from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
         index = CopyIndex.for_tokenizer(tokenizer)
 

@@ -1,8 +1,8 @@
 """torch.compile for training: compiled once per machine and model, reused by every later run.
 
 Each decoder layer is compiled on its own (regional compilation): the layers share one code
-path, so Inductor builds one kernel set for all of them and compilation costs about a minute
-instead of the whole model's four (253 s, session 3). Lengths are dynamic from the first call,
+path, so Inductor builds one kernel set for all of them and compiles in a fraction of the
+whole model's time (benchmarks/RESULTS.md). Lengths are dynamic from the first call,
 so the varying bucket lengths reuse one graph instead of compiling one per length.
 
 Inductor keeps its compiled artifacts (FX graphs, AOTAutograd) in ``TORCHINDUCTOR_CACHE_DIR``;
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from folio_llm.machine_cache import cache_root, read_entries, write_entries
 
-# measured for issue #13 (Intel Xeon, Emerald Rapids, 2 cores; benchmarks/RESULTS.md), used until
-# this machine has records of its own
-DEFAULT_GAIN = 1.18  # compiled / eager tokens per second (535 / 452, train_levers.py)
+# priors from issue #13's measurements (benchmarks/RESULTS.md), used until this machine has
+# records of its own
+DEFAULT_GAIN = 1.18  # compiled / eager tokens per second
 DEFAULT_COMPILE_SECONDS = {"cold": 50.0, "warm": 9.0}
 DEFAULT_EAGER_TOKENS_PER_S = 300.0
 

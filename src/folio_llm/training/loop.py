@@ -1,27 +1,28 @@
-"""What both training backends (torch ``trainer``, ``mlx_backend``) share: the step plan, the
-logging window, the checkpoint folder, the run's fingerprint and metrics/train.json."""
+"""The training loop, one for every backend: it plans the steps, resumes, steps, logs, saves
+checkpoints and writes the adapter; the backend (``torch_backend``, ``mlx_backend``) supplies the
+model and its arithmetic through the ``Backend`` methods below, as mlx-lm's tuner takes its loss
+and batches from the caller."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Protocol
 
-from tqdm import tqdm
-
-from folio_llm.params import TrainParams
-from folio_llm.training.data import EncodedSplit, bucketed_batches
+from folio_llm.sections.train import TrainParams
+from folio_llm.training.checkpoints import CheckpointFolder, resume, save_checkpoint
+from folio_llm.training.data import Encoded, EncodedSplit, load_splits
+from folio_llm.training.reporting import Logger, LossWindow, run_metrics, step_bar
+from folio_llm.training.steps import Progress, StepPlan, fingerprint
 
 
 @dataclass(frozen=True)
 class RunPaths:
     """Where a training run reads (chat splits, base model) and writes (adapter, checkpoints,
-    metrics/train.json, dvclive folder); every backend's ``train`` takes one."""
+    metrics/train.json, dvclive folder)."""
 
     data_dir: Path
     base_dir: Path
@@ -37,149 +38,138 @@ class RunPaths:
                 object.__setattr__(self, name, Path(value))
 
 
-@dataclass
-class Progress:
-    """What a checkpoint must remember besides weights, optimizer, scheduler and RNG."""
+class Backend(Protocol):
+    """What the loop asks of a backend. Made with (params, seed, base_dir, pad_id)."""
 
-    step: int = 0
-    tokens: int = 0
-    fingerprint: str = ""
+    processes: int  # processes training together (each steps its share of the batches)
+    rank: int
+    is_main: bool
+    device: str  # metrics/train.json's "device"
+    precision: str  # Accelerate's label: "no", "bf16" or "fp16"
+    compiled: bool
 
-    def state_dict(self) -> dict:
-        return asdict(self)
+    def prepare(self, plan: StepPlan, train_rows: EncodedSplit) -> None:
+        """Model with LoRA, optimizer and learning-rate schedule for ``plan``."""
 
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
+    def step(self, step: int, batches: list[list[Encoded]]) -> tuple[float, int]:
+        """One optimizer step (0-based ``step``) over its micro-batches: (summed micro-batch
+        losses, tokens of the step over all processes)."""
 
+    def learning_rate(self) -> float:
+        """The rate the last step used next (what the log shows after a step)."""
 
-def fingerprint(params: TrainParams, seed: int, data_dir: Path, base_dir: Path) -> str:
-    """Identifies a run: a checkpoint from other settings or data is not resumed."""
-    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
-    digest.update(str(seed).encode())
-    for path in (data_dir / "train.jsonl", base_dir / "config.json"):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    def evaluating(self) -> AbstractContextManager:
+        """No gradients, eval mode, eager arithmetic for the validation loss."""
 
+    def summed_loss(self, rows: list[Encoded]) -> tuple[float, int]:
+        """(summed loss over the answer tokens of ``rows``, how many there are)."""
 
-class StepPlan:
-    """Which micro-batches make each optimizer step: length-bucketed batches, reshuffled per
-    epoch with the seed, this process's share of them (``rank::world``), ``grad_accum`` a step."""
+    def save_state(self, target: Path) -> None: ...
 
-    def __init__(self, lengths: list[int], params: TrainParams, seed: int, world: int = 1, rank: int = 0):
-        self.lengths, self.batch_size, self.grad_accum, self.seed = lengths, params.batch_size, params.grad_accum, seed
-        self.world, self.rank = world, rank
-        self.micro_per_epoch = len(bucketed_batches(lengths, params.batch_size, seed, 0)) // world
-        if self.micro_per_epoch == 0:
-            raise ValueError("fewer batches than processes: lower train.batch_size or use fewer processes")
-        self.steps_per_epoch = math.ceil(self.micro_per_epoch / params.grad_accum)
-        self.total_steps = params.max_steps or max(1, math.ceil(params.epochs * self.steps_per_epoch))
+    def load_state(self, target: Path) -> None: ...
 
-    def groups(self, from_step: int) -> Iterator[list[list[int]]]:
-        """Row indices of each micro-batch of every step from ``from_step`` to the last."""
-        step = from_step
-        while step < self.total_steps:
-            epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-            mine = bucketed_batches(self.lengths, self.batch_size, self.seed, epoch)[self.rank::self.world]
-            mine = mine[:self.micro_per_epoch]
-            for start in range(step_in_epoch * self.grad_accum, self.micro_per_epoch, self.grad_accum):
-                yield mine[start:start + self.grad_accum]
-                step += 1
-                if step >= self.total_steps:
-                    return
+    def planning(self) -> tuple[str, float | None]:
+        """(the machine and arithmetic the run is on, in words; the tokens/s this machine
+        trained at before with these settings, None when it has no record)."""
+
+    def trained(self, tokens: int, seconds: float) -> None:
+        """After the last step, before the validation loss (the compile records)."""
+
+    def save_adapter(self, out_dir: Path) -> None:
+        """The adapter in peft's layout (adapter_config.json + adapter_model.safetensors)."""
+
+    def barrier(self) -> None: ...
 
 
-class LossWindow:
-    """Mean loss and tokens/s since the last log line, and the time left at the rate so far."""
+def backend_for(params: TrainParams) -> Callable[..., Backend]:
+    if params.backend == "mlx":
+        from folio_llm.training.mlx_backend import MlxBackend, require_mlx
 
-    def __init__(self, start_step: int):
-        self.started, self.start_step = time.perf_counter(), start_step
-        self.last_loss: float | None = None
-        self._reset()
+        require_mlx()
+        return MlxBackend
+    from folio_llm.training.torch_backend import TorchBackend
 
-    def _reset(self) -> None:
-        self.opened, self.loss, self.micro, self.tokens = time.perf_counter(), 0.0, 0, 0
-
-    def add(self, loss_sum: float, micro_batches: int, tokens: int) -> None:
-        self.loss += loss_sum
-        self.micro += micro_batches
-        self.tokens += tokens
-
-    def close(self, step: int, total_steps: int) -> tuple[dict, float | None]:
-        """(loss and tokens_per_s of the window, seconds left) and a new window."""
-        elapsed = time.perf_counter() - self.opened
-        self.last_loss = self.loss / max(1, self.micro)
-        values = {"loss": self.last_loss, "tokens_per_s": self.tokens / elapsed if elapsed > 0 else None}
-        done = step - self.start_step
-        left = (time.perf_counter() - self.started) / done * (total_steps - step) if done > 0 else None
-        self._reset()
-        return values, left
+    return TorchBackend
 
 
-class Logger:
-    """Loss, learning rate and tokens/s to dvclive (for `dvc plots show`) and to the console."""
+def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
+    """Train a LoRA adapter (params.train) to ``paths.out_dir``; a re-run of the same run
+    resumes from its last checkpoint. Returns metrics/train.json's values."""
+    from folio_llm.models import load_tokenizer
 
-    def __init__(self, live_dir: Path | None, enabled: bool, resume: bool):
-        self.live = None
-        self.enabled = enabled
-        if enabled and live_dir is not None:
-            from dvclive import Live
+    make_backend = backend_for(params)
+    tokenizer = load_tokenizer(str(paths.base_dir))
+    train_rows, valid_rows = load_splits(tokenizer, paths.data_dir, params.max_length)
+    backend = make_backend(params, seed, paths.base_dir, tokenizer.pad_token_id)
+    plan = StepPlan([len(r) for r in train_rows.rows], params, seed, backend.processes, backend.rank)
+    backend.prepare(plan, train_rows)
 
-            self.live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False)
+    progress = Progress(fingerprint=fingerprint(params, seed, paths.data_dir, paths.base_dir))
+    checkpoints = CheckpointFolder(paths.checkpoint_dir, progress.fingerprint)
+    resumed_from = resume(backend, checkpoints, progress)
+    logger = Logger(paths.live_dir, backend.is_main, resume=resumed_from > 0)
+    if backend.is_main:
+        print(planning_line(backend, plan, train_rows, progress.step), flush=True)
+        if resumed_from:
+            print(f"resuming from checkpoint at step {resumed_from}", flush=True)
 
-    def log(self, step: int, values: dict, total_steps: int = 0, seconds_left: float | None = None) -> None:
-        if not self.enabled:
-            return
-        if self.live is not None:
-            self.live.step = step
-            for name, value in values.items():
-                if value is not None:
-                    self.live.log_metric(f"train/{name}", value)
-            self.live.next_step()
-        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items() if v is not None)
-        left = f" (about {seconds_left / 60:.1f} min left)" if seconds_left is not None else ""
-        tqdm.write(f"step {step}{f'/{total_steps}' if total_steps else ''}: {shown}{left}")
+    started, tokens_at_start = time.perf_counter(), progress.tokens
+    window = LossWindow(progress.step)
+    bar = step_bar(plan.total_steps, progress.step, backend.is_main)
+    for group in plan.groups(progress.step):
+        loss, tokens = backend.step(progress.step, [[train_rows.rows[j] for j in batch] for batch in group])
+        progress.step += 1
+        progress.tokens += tokens
+        window.add(loss, len(group), tokens)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss / len(group):.4f}",
+                        tok_s=f"{(progress.tokens - tokens_at_start) / (time.perf_counter() - started):.0f}")
+        if progress.step % params.log_every == 0 or progress.step == plan.total_steps:
+            values, left = window.close(progress.step, plan.total_steps)
+            logger.log(progress.step, {"loss": values["loss"], "learning_rate": backend.learning_rate(),
+                                       "tokens_per_s": values["tokens_per_s"],
+                                       "epoch": progress.step / plan.steps_per_epoch}, plan.total_steps, left)
+        if progress.step % params.save_every == 0 and progress.step < plan.total_steps:
+            save_checkpoint(backend, checkpoints, progress)
+    bar.close()
 
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
+    seconds = time.perf_counter() - started
+    backend.trained(progress.tokens - tokens_at_start, seconds)
+    valid_loss = validation_loss(backend, valid_rows, params.batch_size)
+    backend.barrier()
+    # train_loss is the last logging window's mean: a second pass over the training rows costs minutes
+    metrics = run_metrics(progress, plan.steps_per_epoch, train_rows, valid_rows, window.last_loss, valid_loss,
+                          tokens_at_start, seconds, resumed_from, precision=backend.precision,
+                          device=backend.device, processes=backend.processes, compiled=backend.compiled)
+    if backend.is_main:
+        backend.save_adapter(paths.out_dir)
+        finish_run(paths, tokenizer, metrics, logger, checkpoints, progress.step, valid_loss)
+    backend.barrier()
+    return metrics
 
 
-class CheckpointFolder:
-    """``step-NNNNNN`` folders, each stamped with the run's fingerprint, and a ``last`` pointer
-    written atomically; only the newest is kept. What goes inside is the backend's business."""
+def planning_line(backend: Backend, plan: StepPlan, train_rows: EncodedSplit, done: int) -> str:
+    """The run's first line: where it trains, how much, and how long that should take here."""
+    tokens = int(train_rows.tokens * (plan.total_steps - done) / plan.steps_per_epoch / backend.processes)
+    machine, rate = backend.planning()
+    line = f"train: {machine}; {plan.total_steps - done} steps, about {tokens:,} tokens"
+    if rate:
+        return line + f": about {tokens / rate / 60:.1f} min at the {rate:.0f} tokens/s measured here before"
+    return line + " (no earlier run on this machine: the log's time left follows from the first steps)"
 
-    def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = folder, fingerprint
 
-    def target(self, step: int) -> Path:
-        return self.folder / f"step-{step:06d}"
-
-    def commit(self, target: Path) -> None:
-        """Stamp ``target`` (already written), point ``last`` at it, remove older ones."""
-        (target / "fingerprint.txt").write_text(self.fingerprint)
-        (self.folder / "last.tmp").write_text(target.name)
-        (self.folder / "last.tmp").replace(self.folder / "last")
-        for old in self.folder.glob("step-*"):
-            if old.name != target.name:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def latest(self, required_file: str | None = None) -> Path | None:
-        """The newest checkpoint if it belongs to this run; None when there is none, or (after
-        a one-line notice) when it is from other settings, data or backend: it is removed."""
-        pointer = self.folder / "last"
-        target = self.folder / pointer.read_text().strip() if pointer.is_file() else None
-        if target is None or not target.is_dir():
-            return None
-        stamp = target / "fingerprint.txt"
-        if (not stamp.is_file() or stamp.read_text().strip() != self.fingerprint
-                or (required_file and not (target / required_file).is_file())):
-            print(f"checkpoint {target} is from other settings or data: starting over", flush=True)
-            self.remove()
-            return None
-        return target
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+def validation_loss(backend: Backend, split: EncodedSplit, batch_size: int) -> float | None:
+    """Token-weighted mean loss over a split (answer tokens only), rows batched by length."""
+    if not split.rows:
+        return None
+    total, count = 0.0, 0
+    order = sorted(range(len(split.rows)), key=lambda i: len(split.rows[i]))
+    with backend.evaluating():
+        for start in range(0, len(order), batch_size):
+            summed, answers = backend.summed_loss([split.rows[i] for i in order[start:start + batch_size]])
+            total += summed
+            count += answers
+    return total / count if count else None
 
 
 def stable_adapter_config(path: Path) -> None:
@@ -204,26 +194,3 @@ def finish_run(paths: RunPaths, tokenizer, metrics: dict, logger: Logger, checkp
     logger.log(step, {"valid_loss": valid_loss})
     logger.close()
     checkpoints.remove()
-
-
-def run_metrics(progress: Progress, steps_per_epoch: int, train_rows: EncodedSplit, valid_rows: EncodedSplit,
-                train_loss, valid_loss, tokens_at_start: int, seconds: float, resumed_from: int,
-                precision: str, device: str, processes: int, compiled: bool = False) -> dict:
-    """metrics/train.json: the same keys whichever backend trained."""
-    return {
-        "steps": progress.step,
-        "epochs": round(progress.step / steps_per_epoch, 3),
-        "train_rows": len(train_rows.rows),
-        "train_rows_too_long": train_rows.too_long,
-        "valid_rows": len(valid_rows.rows),
-        "train_loss": train_loss,
-        "valid_loss": valid_loss,
-        "tokens": progress.tokens,
-        "tokens_per_s": round((progress.tokens - tokens_at_start) / seconds, 1) if seconds else None,
-        "seconds": round(seconds, 1),
-        "resumed_from_step": resumed_from,
-        "precision": precision,
-        "device": device,
-        "processes": processes,
-        "compiled": compiled,
-    }

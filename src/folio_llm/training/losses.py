@@ -57,7 +57,7 @@ def mean_answer_loss(loss_model: AnswerLoss, batch: dict) -> torch.Tensor:
 def skip_lora_input_casts(model) -> int:
     """peft casts each LoRA layer's input to the adapter's fp32 before its matmuls; under
     bf16 autocast that matmul runs in bf16 anyway, so the cast (and its backward) is a
-    round trip that changes nothing but costs 10-17% of a CPU step. Returns the layers changed."""
+    round trip that changes nothing but costs a measurable share of a CPU step (benchmarks/RESULTS.md). Returns the layers changed."""
     changed = 0
     for module in model.modules():
         if getattr(module, "cast_input_dtype_enabled", False):

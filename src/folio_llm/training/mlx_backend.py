@@ -1,4 +1,4 @@
-"""LoRA fine-tuning with mlx-lm: the ``train.backend: mlx`` twin of ``trainer.train``.
+"""The training loop's mlx-lm backend (``train.backend: mlx``).
 
 For Apple Silicon (Metal); elsewhere mlx runs on the CPU (``mlx[cpu]``), much slower than torch.
 Rows are tokenized and masked by ``training.data`` exactly as for torch (loss on the answer and
@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from folio_llm.jsonl import write_json
-from folio_llm.params import TrainParams
-from folio_llm.training.data import IGNORE, EncodedSplit, load_splits
-from folio_llm.training.loop import (CheckpointFolder, Logger, LossWindow, Progress, RunPaths, StepPlan,
-                                     finish_run, fingerprint, run_metrics)
+from folio_llm.sections.train import TrainParams
+from folio_llm.training.data import IGNORE, Encoded, EncodedSplit
+from folio_llm.precision import mixed_precision
+from folio_llm.training.steps import StepPlan
 
 MISSING = "train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm[mlx]'"
 PEFT_PREFIX = "base_model.model."
@@ -183,21 +182,6 @@ def loss_sum(model, inputs, targets, mask):
     return ce.sum(), mask.sum()
 
 
-def mean_loss_mlx(model, split: EncodedSplit, batch_size: int, pad_id: int) -> float | None:
-    """Token-weighted mean loss over a split (answer tokens only)."""
-    if not split.rows:
-        return None
-    model.eval()
-    total, count = 0.0, 0.0
-    order = sorted(range(len(split.rows)), key=lambda i: len(split.rows[i]))
-    for start in range(0, len(order), batch_size):
-        s, n = loss_sum(model, *to_arrays([split.rows[i] for i in order[start:start + batch_size]], pad_id))
-        total += s.item()
-        count += n.item()
-    model.train()
-    return total / count if count else None
-
-
 class Stepper:
     """Forward/backward of micro-batches and the optimizer update (clipping, schedule)."""
 
@@ -239,98 +223,75 @@ class Stepper:
         return sum(v.item() for v in losses)
 
 
-def _device_name(mx) -> str:
-    return "mlx-gpu" if mx.default_device() == mx.gpu else "mlx-cpu"
+class MlxBackend:
+    """The training loop's mlx backend: one process, the frozen base in the chosen dtype, the
+    LoRA weights in fp32."""
 
+    processes, rank, is_main, compiled = 1, 0, True, False
 
-def _dtype(params: TrainParams, mx):
-    """The dtype of the frozen base weights and of the activations; LoRA weights stay fp32."""
-    choice = params.precision
-    if choice == "auto":
-        choice = "bf16" if _device_name(mx) == "mlx-gpu" else "fp32"
-    label = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[choice]
-    return {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}[choice], label
+    def __init__(self, params: TrainParams, seed: int, base_dir: Path, pad_id: int):
+        mx = require_mlx()[0]
+        mx.random.seed(seed)
+        self.mx, self.params, self.seed, self.base_dir, self.pad_id = mx, params, seed, base_dir, pad_id
+        self.device = "mlx-gpu" if mx.default_device() == mx.gpu else "mlx-cpu"
+        self.precision = mixed_precision(params.precision, lambda: "bf16" if self.device == "mlx-gpu" else "fp32")
+        self.steps_done = 0
 
+    def prepare(self, plan: StepPlan, train_rows: EncodedSplit) -> None:
+        mx = self.mx
+        self.model = load_base(self.base_dir)
+        dtype = {"no": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}[self.precision]
+        if dtype != mx.float32:
+            self.model.set_dtype(dtype)
+        self.targets = apply_lora(self.model, self.params)
+        self.stepper = Stepper(self.model, self.params, plan.total_steps)
+        self.model.train()
 
-def train_mlx(params: TrainParams, seed: int, paths: RunPaths) -> dict:
-    mx = require_mlx()[0]
-    from folio_llm.models import load_tokenizer
+    def step(self, step: int, batches: list[list[Encoded]]) -> tuple[float, int]:
+        self.mx.random.seed(step_seed(self.seed, step))  # dropout masks: the same after a resume
+        loss = self.stepper.step(step, [to_arrays(rows, self.pad_id) for rows in batches])
+        self.steps_done = step + 1
+        return loss, sum(len(r) for rows in batches for r in rows)
 
-    data_dir, base_dir, out_dir, checkpoint_dir = paths.data_dir, paths.base_dir, paths.out_dir, paths.checkpoint_dir
-    mx.random.seed(seed)
+    def learning_rate(self) -> float:
+        return self.stepper.learning_rate(self.steps_done)
 
-    tokenizer = load_tokenizer(str(base_dir))
-    train_rows, valid_rows = load_splits(tokenizer, data_dir, params.max_length)
+    @contextmanager
+    def evaluating(self):
+        self.model.eval()
+        yield
+        self.model.train()
 
-    plan = StepPlan([len(r) for r in train_rows.rows], params, seed)
-    total_steps = plan.total_steps
+    def summed_loss(self, rows: list[Encoded]) -> tuple[float, int]:
+        summed, count = loss_sum(self.model, *to_arrays(rows, self.pad_id))
+        return summed.item(), int(count.item())
 
-    model = load_base(base_dir)
-    dtype, precision = _dtype(params, mx)
-    if dtype != mx.float32:
-        model.set_dtype(dtype)
-    targets = apply_lora(model, params)
-    stepper = Stepper(model, params, total_steps)
-    progress = Progress(fingerprint=fingerprint(params, seed, data_dir, base_dir))
-    checkpoints = CheckpointFolder(checkpoint_dir, progress.fingerprint)
-    resumed_from = _resume(checkpoints, progress, model, stepper.optimizer, mx)
-    logger = Logger(paths.live_dir, True, resume=resumed_from > 0)
-    if resumed_from:
-        print(f"resuming from checkpoint at step {resumed_from}", flush=True)
+    def save_state(self, target: Path) -> None:
+        """LoRA weights and optimizer state. (The random state needs no saving: every step
+        reseeds from (seed, step).)"""
+        from mlx.utils import tree_flatten
 
-    model.train()
-    pad_id = tokenizer.pad_token_id
-    started, tokens_at_start = time.perf_counter(), progress.tokens
-    window = LossWindow(progress.step)
-    for indices in plan.groups(progress.step):
-        group = [[train_rows.rows[j] for j in batch] for batch in indices]
-        mx.random.seed(step_seed(seed, progress.step))  # dropout masks: the same after a resume
-        loss = stepper.step(progress.step, [to_arrays(rows, pad_id) for rows in group])
-        tokens = sum(len(r) for rows in group for r in rows)
-        progress.tokens += tokens
-        progress.step += 1
-        window.add(loss, len(group), tokens)
-        if progress.step % params.log_every == 0 or progress.step == total_steps:
-            values, left = window.close(progress.step, total_steps)
-            logger.log(progress.step, {"loss": values["loss"], "learning_rate": stepper.learning_rate(progress.step),
-                                       "tokens_per_s": values["tokens_per_s"],
-                                       "epoch": progress.step / plan.steps_per_epoch}, total_steps, left)
-        if progress.step % params.save_every == 0 and progress.step < total_steps:
-            _checkpoint(checkpoints, progress, model, stepper.optimizer, mx)
+        mx = self.mx
+        target.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(target / "adapters.safetensors"), dict(tree_flatten(self.model.trainable_parameters())))
+        mx.save_safetensors(str(target / "optimizer.safetensors"), dict(tree_flatten(self.stepper.optimizer.state)))
 
-    seconds = time.perf_counter() - started
-    valid_loss = mean_loss_mlx(model, valid_rows, params.batch_size, pad_id)
-    # train_loss as the torch backend reports it: the last logging window's mean
-    metrics = run_metrics(progress, plan.steps_per_epoch, train_rows, valid_rows, window.last_loss, valid_loss,
-                          tokens_at_start, seconds, resumed_from,
-                          precision=precision, device=_device_name(mx), processes=1)
-    save_peft(model, out_dir, params, targets, base_dir)
-    finish_run(paths, tokenizer, metrics, logger, checkpoints, progress.step, valid_loss)
-    return metrics
+    def load_state(self, target: Path) -> None:
+        from mlx.utils import tree_unflatten
 
+        mx, optimizer = self.mx, self.stepper.optimizer
+        self.model.load_weights(list(mx.load(str(target / "adapters.safetensors")).items()), strict=False)
+        optimizer.state = tree_unflatten(list(mx.load(str(target / "optimizer.safetensors")).items()))
+        mx.eval(self.model.parameters(), optimizer.state)
 
-def _checkpoint(checkpoints: CheckpointFolder, progress: Progress, model, optimizer, mx) -> None:
-    """LoRA weights, optimizer state and progress. (The random state needs no saving: every
-    step reseeds from (seed, step).)"""
-    from mlx.utils import tree_flatten
+    def planning(self) -> tuple[str, float | None]:
+        return f"{self.device} ({'fp32' if self.precision == 'no' else self.precision})", None
 
-    target = checkpoints.target(progress.step)
-    target.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(target / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    mx.save_safetensors(str(target / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    write_json(target / "progress.json", progress.state_dict())
-    checkpoints.commit(target)
+    def trained(self, tokens: int, seconds: float) -> None:
+        pass
 
+    def save_adapter(self, out_dir: Path) -> None:
+        save_peft(self.model, out_dir, self.params, self.targets, self.base_dir)
 
-def _resume(checkpoints: CheckpointFolder, progress: Progress, model, optimizer, mx) -> int:
-    """Load the last checkpoint if it belongs to this run; returns the step resumed from."""
-    from mlx.utils import tree_unflatten
-
-    target = checkpoints.latest(required_file="adapters.safetensors")
-    if target is None:
-        return 0
-    model.load_weights(list(mx.load(str(target / "adapters.safetensors")).items()), strict=False)
-    optimizer.state = tree_unflatten(list(mx.load(str(target / "optimizer.safetensors")).items()))
-    progress.load_state_dict(json.loads((target / "progress.json").read_text()))
-    mx.eval(model.parameters(), optimizer.state)
-    return progress.step
+    def barrier(self) -> None:
+        pass

@@ -1,0 +1,43 @@
+"""Section ``eval``: generation and scoring (stage ``evaluate``; predict, serve and export decode with it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from folio_llm.typed_config import ParamsError, setting
+
+
+@dataclass
+class EvalParams:
+    batch_size: int = setting("Prompts generated together (greedy, KV cache).", 16)
+    max_new_tokens: int = setting("Longest answer in tokens; a base model that rambles stops here.", 768)
+    base_max_new_tokens: int = setting(
+        "Longest answer of the base model in the zero-shot baseline (0 = max_new_tokens). The "
+        "untuned base writes prose, not the record's JSON, and would otherwise run to "
+        "max_new_tokens on every row, for minutes of the default run and a score of 0.",
+        256,
+    )
+    constrained: bool = setting(
+        "Follow a JSON schema of the target shape while generating (xgrammar): every answer parses, "
+        "at no cost in speed.", True)
+    copy_constraint: bool = setting(
+        "Copy-constrained decoding: the value of each field in copy_fields may only be a verbatim "
+        "span of the description (composed with the JSON-schema constraint; evaluation and predict).",
+        True)
+    copy_fields: list[str] = setting(
+        "Fields (paths: key names down to the value, lists skipped) the copy constraint holds to "
+        "the description. contributors.name is left out by default: a name told in natural order "
+        "('Mark Levine') is recorded inverted ('Levine, Mark').",
+        factory=lambda: ["title", "publication.publisher", "publication.place", "publication.dateOfPublication",
+                         "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
+    limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
+    dtype: Literal["auto", "float32", "bfloat16"] = setting(
+        "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
+        "(CUDA, CPUs with AVX-512 BF16: faster than float32 there at the same scores), else float32.",
+        "auto",
+    )
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0:
+            raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0")
