@@ -96,7 +96,7 @@ def main(steps, repeats, data, base):
     from folio_llm.params import parse_params
     from folio_llm.training.compiling import compile_layers, CompileCache
     from folio_llm.training.data import collate, load_splits
-    from folio_llm.training.loop import StepPlan
+    from folio_llm.training.steps import StepPlan
     from folio_llm.training.losses import AnswerLoss, mean_answer_loss
     from folio_llm.training.torch_backend import build_model, resolve_precision
 

@@ -189,3 +189,15 @@ def test_missing_mlx_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what `import mlx_lm` meets where it is not installed
     with pytest.raises(ValueError, match=r"^train.backend 'mlx' needs mlx and mlx-lm: pip install 'folio-llm\[mlx\]'$"):
         train(TrainParams(backend="mlx"), 0, RunPaths("d", "b", "o", "c"))
+
+
+def test_top_layers_only_are_adapted_and_peft_reads_them_there(tiny, tmp_path):
+    """train.lora.layers on the mlx backend: LoRA on the top layer alone, and the peft config it
+    writes names that layer, as the torch backend's does."""
+    params = train_params()
+    params.lora.layers = 1
+    model = mlx_backend.load_base(tiny)
+    targets = mlx_backend.apply_lora(model, params)
+    assert {name.split("layers.")[1].split(".")[0] for name, _ in mlx_backend.lora_modules(model)} == {"1"}
+    mlx_backend.save_peft(model, tmp_path, params, targets, Path(tiny))
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["layers_to_transform"] == [1]

@@ -178,3 +178,25 @@ def test_default_gguf_base_materializes_with_chat_template(smollm2_base):
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == "llama"
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+
+
+def test_lora_on_the_top_layers_only_trains_and_loads_there(tiny_base, real_dataset, tmp_path):
+    """train.lora.layers: the adapter holds LoRA weights of the top layers alone, peft's config
+    says so, and peft puts them back on those layers (the lower ones keep the base's function)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    settings = {"max_steps": 2, "batch_size": 2, "precision": "fp32", "compile": "off", "save_every": 100}
+    params = parse_params({"train": {**settings, "lora": {"layers": 1}}}).train
+    train(params, 42, RunPaths(real_dataset / "chat", tiny_base, tmp_path / "adapter", tmp_path / "ck"))
+    weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(".layers.1." in key for key in weights)
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "adapter")
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in tuned.named_modules() if name.endswith("lora_A")}
+    assert adapted == {"1"}
+
+    too_many = parse_params({"train": {**settings, "lora": {"layers": 3}}}).train
+    with pytest.raises(ValueError, match=r"^train.lora.layers 3: the model has 2 decoder layers$"):
+        train(too_many, 42, RunPaths(real_dataset / "chat", tiny_base, tmp_path / "other", tmp_path / "ck2"))

@@ -11,8 +11,8 @@ import click
 from folio_llm.commands.base import base
 from folio_llm.commands.dataset import build_dataset
 from folio_llm.commands.denormalize import denormalize
-from folio_llm.commands.evaluate import evaluate
-from folio_llm.commands.evaluate_stage import evaluate_stage
+from folio_llm.commands.evaluate import evaluate_stage
+from folio_llm.commands.evaluate_model import evaluate
 from folio_llm.commands.export import export
 from folio_llm.commands.instances import fetch_folio, instances, marc_to_instances
 from folio_llm.commands.options import PARAMS_OPTION, friendly_errors

@@ -17,6 +17,17 @@ class LoraParams:
         "Module names to adapt ('all-linear' = every linear layer but the output head).",
         factory=lambda: ["all-linear"],
     )
+    layers: int = setting(
+        "Adapt only the top N decoder layers (0 = every layer). With the base frozen, the backward "
+        "pass stops at the lowest adapted layer, so fewer layers train faster.", 0)
+
+    def layer_indices(self, total: int) -> list[int] | None:
+        """The indices of the adapted decoder layers of a model with ``total`` (None: all)."""
+        if not self.layers:
+            return None
+        if self.layers > total:
+            raise ValueError(f"train.lora.layers {self.layers}: the model has {total} decoder layers")
+        return list(range(total - self.layers, total))
 
 
 @dataclass
@@ -63,6 +74,8 @@ class TrainParams:
                 raise ParamsError(f"params: train.{name}: must be >= 1")
         if self.lora.rank < 1:
             raise ParamsError("params: train.lora.rank: must be >= 1")
+        if self.lora.layers < 0:
+            raise ParamsError("params: train.lora.layers: must be >= 0 (0 = every layer)")
         if self.learning_rate <= 0:
             raise ParamsError("params: train.learning_rate: must be > 0")
         if self.epochs <= 0 and self.max_steps <= 0:

@@ -150,7 +150,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
 
 def planning_line(backend: Backend, plan: StepPlan, train_rows: EncodedSplit, done: int) -> str:
     """The run's first line: where it trains, how much, and how long that should take here."""
-    tokens = int(train_rows.tokens * (plan.total_steps - done) / plan.steps_per_epoch / backend.processes)
+    tokens = plan.planned_tokens(train_rows.tokens, done)
     machine, rate = backend.planning()
     line = f"train: {machine}; {plan.total_steps - done} steps, about {tokens:,} tokens"
     if rate:

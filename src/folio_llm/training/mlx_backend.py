@@ -103,14 +103,15 @@ def lora_keys(model, targets: list[str]) -> list[str]:
 
 
 def apply_lora(model, params: TrainParams) -> list[str]:
-    """Freeze the model, swap the target layers of every block for LoRA layers with scale
+    """Freeze the model, swap the target layers of the adapted blocks for LoRA layers with scale
     alpha / rank; returns the adapted module names (peft's explicit target_modules)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     keys = lora_keys(model, params.lora.target_modules)
     model.freeze()
     lora = params.lora
-    linear_to_lora_layers(model, len(model.layers), {
+    adapted = lora.layer_indices(len(model.layers)) or range(len(model.layers))
+    linear_to_lora_layers(model, len(adapted), {  # mlx-lm adapts the last N layers
         "rank": lora.rank, "scale": lora.alpha / lora.rank, "dropout": lora.dropout, "keys": keys,
     })
     return sorted({_leaf(k) for k in keys})
@@ -138,13 +139,14 @@ def peft_tensors(model, scale: float) -> dict:
     return tensors
 
 
-def adapter_config(params: TrainParams, targets: list[str], base_dir: Path):
+def adapter_config(params: TrainParams, targets: list[str], base_dir: Path, total_layers: int):
     """peft's own LoraConfig for the adapter, so adapter_config.json is what peft writes."""
     from peft import LoraConfig
 
     lora = params.lora
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM", base_model_name_or_path=str(base_dir), inference_mode=True)
+                      layers_to_transform=lora.layer_indices(total_layers), task_type="CAUSAL_LM",
+                      base_model_name_or_path=str(base_dir), inference_mode=True)
 
 
 def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], base_dir: Path) -> None:
@@ -153,7 +155,7 @@ def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], bas
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(peft_tensors(model, params.lora.alpha / params.lora.rank), str(out_dir / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-    adapter_config(params, targets, base_dir).save_pretrained(str(out_dir))
+    adapter_config(params, targets, base_dir, len(model.layers)).save_pretrained(str(out_dir))
 
 
 def to_arrays(rows, pad_id: int):

@@ -51,6 +51,11 @@ class StepPlan:
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / params.grad_accum)
         self.total_steps = params.max_steps or max(1, math.ceil(params.epochs * self.steps_per_epoch))
 
+    def planned_tokens(self, epoch_tokens: int, from_step: int = 0) -> int:
+        """Tokens this process trains on from ``from_step`` to the last step, for an epoch of
+        ``epoch_tokens`` (all processes)."""
+        return int(epoch_tokens * (self.total_steps - from_step) / self.steps_per_epoch / self.world)
+
     def groups(self, from_step: int) -> Iterator[list[list[int]]]:
         """Row indices of each micro-batch of every step from ``from_step`` to the last."""
         step = from_step

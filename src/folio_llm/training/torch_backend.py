@@ -34,6 +34,14 @@ def resolve_precision(precision: str, device_type: str) -> str:
     return mixed_precision(precision, auto)
 
 
+def decoder_linear_names(model) -> list[str]:
+    """The names of the linear layers inside the decoder layers (what 'all-linear' adapts)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.get_decoder().layers.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
+
+
 def build_model(base_dir: Path, params: TrainParams, mixed_precision: str = "no"):
     """Base + LoRA. Under bf16/fp16 autocast the frozen base is stored in that dtype, so it is
     not cast again on every forward pass; the LoRA weights stay fp32 for the optimizer."""
@@ -44,11 +52,16 @@ def build_model(base_dir: Path, params: TrainParams, mixed_precision: str = "no"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
     model = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="sdpa", dtype=dtype)
     targets = params.lora.target_modules
+    layers = params.lora.layer_indices(model.config.num_hidden_layers)
+    if targets == ["all-linear"]:
+        # peft takes a layer subset only with module names, not with its 'all-linear' shorthand
+        targets = decoder_linear_names(model) if layers else "all-linear"
     config = LoraConfig(
         r=params.lora.rank,
         lora_alpha=params.lora.alpha,
         lora_dropout=params.lora.dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
@@ -85,7 +98,7 @@ class TorchBackend:
         if self.precision != "no":
             skip_lora_input_casts(self.model)
         self.loss_model = AnswerLoss(self.model)
-        planned_tokens = int(train_rows.tokens * plan.total_steps / plan.steps_per_epoch / self.processes)
+        planned_tokens = plan.planned_tokens(train_rows.tokens)
         self.compile_cache = CompileCache.for_run(self.model.get_base_model().config.to_dict(),
                                                   self.model.peft_config["default"].to_dict(), self.precision,
                                                   self.device)
