@@ -35,21 +35,15 @@ def main(layers, steps, repeats, data, base):
 
     import torch
 
-    from folio_llm.models import load_tokenizer
     from folio_llm.params import parse_params
     from folio_llm.precision import cpu_type
-    from folio_llm.training.data import collate, load_splits
     from folio_llm.training.losses import AnswerLoss, mean_answer_loss, skip_lora_input_casts
-    from folio_llm.training.steps import StepPlan
     from folio_llm.training.torch_backend import build_model, resolve_precision
+    from real_batches import first_batches
 
     params = parse_params({}).train
     precision = resolve_precision("auto", "cpu")
-    tokenizer = load_tokenizer(base)
-    train_rows, _ = load_splits(tokenizer, Path(data), params.max_length)
-    plan = StepPlan([len(r) for r in train_rows.rows], params, 42)
-    groups = [group[0] for _, group in zip(range(steps + 1), plan.groups(0))]
-    batches = [collate([train_rows.rows[j] for j in indices], tokenizer.pad_token_id) for indices in groups]
+    _, batches = first_batches(params, base, data, steps + 1)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
 
     variants = {}
