@@ -121,6 +121,14 @@ def _read_csv(path: Path, system_prompt: str) -> Iterator[Request | BadInput]:
 # the model
 
 
+def exported_gguf(params) -> Path:
+    """The GGUF file the export stage writes first (params.export): predict's and serve's model
+    when none is named."""
+    from folio_llm.export import gguf_path
+
+    return gguf_path(paths.GGUF_DIR, params.export.name, params.export.types[0])
+
+
 def default_model(backend: str | None, gguf_file: str | Path, merged: str | Path = paths.MERGED,
                   base: str | Path = paths.BASE, adapter: str | Path = paths.ADAPTER) -> tuple[Path, Path | None]:
     """What the pipeline produced: the GGUF file for llama.cpp; else the merged model, or the

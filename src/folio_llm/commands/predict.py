@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from folio_llm import paths
 from folio_llm.commands.options import PARAMS_OPTION, SCHEMAS_OPTION, friendly_errors
 from folio_llm.params import load_params
 
@@ -117,8 +116,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
 def _model(backend: str | None, model_path: str | None, base_url: str | None, params):
     """(backend, model, adapter): the model named, or the pipeline's own (GGUF, else merged,
     else base + adapter), and the backend that runs it."""
-    from folio_llm.export import gguf_path
-    from folio_llm.predict import default_model, pick_backend
+    from folio_llm.predict import default_model, exported_gguf, pick_backend
 
     if backend == "openai":
         if not (base_url and model_path):
@@ -127,7 +125,7 @@ def _model(backend: str | None, model_path: str | None, base_url: str | None, pa
     if model_path:
         model, adapter = Path(model_path), None
     else:
-        model, adapter = default_model(backend, gguf_path(paths.GGUF_DIR, params.export.name, params.export.types[0]))
+        model, adapter = default_model(backend, exported_gguf(params))
     return pick_backend(model, backend), model, adapter
 
 

@@ -40,11 +40,11 @@ def serve(model_path, host, port, copy, reference_data, examples_path, jobs_dir,
 
     import uvicorn
 
-    from folio_llm.export import gguf_path
+    from folio_llm.predict import exported_gguf
     from folio_llm.serve import create_app, example_descriptions
 
     params = load_params(params_path)
-    model = Path(model_path) if model_path else gguf_path(paths.GGUF_DIR, params.export.name, params.export.types[0])
+    model = Path(model_path) if model_path else exported_gguf(params)
     if not model.is_file():
         raise ValueError(f"no GGUF file at {model} (run `dvc repro export`, or pass --model FILE.gguf)")
     app = create_app(model, params, reference_dir=reference_data or params.source.reference_data,
