@@ -28,24 +28,29 @@ def cache_path() -> Path:
     return cache_root() / "precision.json"
 
 
-def cpu_name() -> str:
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    """The first CPU's model name and flags from /proc/cpuinfo (None and none elsewhere)."""
+    name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name is None:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name, flags
+
+
+def cpu_name() -> str:
+    return _cpuinfo()[0] or platform.processor() or platform.machine()
 
 
 def cpu_type() -> str:
     """The CPU's name and its widest vector arithmetic, as the machine types are told apart
     ("AMD EPYC, AVX-512 BF16"); a flag says what the CPU has, not what is fast on it."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return cpu_name()
+    flags = _cpuinfo()[1]
     for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
         if flag in flags:
             return f"{cpu_name()}, {label}"

@@ -2,9 +2,8 @@
 
 Every section is a dataclass in its own module here (``sections.train.TrainParams``, ...)
 whose fields carry their help text and whose ``check`` (where it has one) refuses values no
-stage can use. A
-stage imports just its own sections, so an edit of one section's settings or help text
-re-runs only the stages that read it (DVC hashes the modules a stage imports).
+stage can use. A stage imports just its own sections, so an edit of one section's settings
+or help text re-runs only the stages that read it (DVC hashes the modules a stage imports).
 :mod:`folio_llm.params` puts all of them together for the commands that need the whole file.
 """
 
