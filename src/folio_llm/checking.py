@@ -13,6 +13,7 @@ from pathlib import Path
 
 CUT_OFF = "the answer was cut off (loop or token limit): kept up to its last whole field"
 SCHEMA_PREFIX = "FOLIO schema: "
+REVIEW = "check {what}: the model was unsure of it (confidence {confidence:.2f})"
 
 
 def field_of(path: str) -> str:
@@ -55,6 +56,8 @@ class Checked:
     schema_errors: list[str] = field(default_factory=list)
     cut_off: bool = False
     checked_by_folio: bool = False
+    confidence: dict[str, float] = field(default_factory=dict)  # scored field -> decoding.doubt's confidence
+    review_below: float = 0.0
 
     @property
     def valid(self) -> bool | None:
@@ -84,6 +87,26 @@ class Checked:
         for error in self.schema_errors:
             path, _, message = error.partition(": ")
             found.append({"field": field_of(path), "path": path, "message": SCHEMA_PREFIX + message})
+        return found + self._review_warnings()
+
+    @property
+    def review(self) -> list[str]:
+        """The fields to check: those the model was less sure of than ``review_below``."""
+        from folio_llm.decoding.doubt import flagged
+
+        return flagged(self.confidence, self.review_below) if self.record is not None else []
+
+    def _review_warnings(self) -> list[dict]:
+        from folio_llm.decoding.doubt import SCORED_PARTS, holds
+
+        found = []
+        for name in self.review:
+            top, inner = SCORED_PARTS[name]
+            written = holds(self.record, name)
+            found.append({"field": top, "path": f"{top}.{inner}" if inner else top, "kind": "review",
+                          "confidence": self.confidence[name],
+                          "message": REVIEW.format(what="this value" if written else "whether it is left out",
+                                                   confidence=self.confidence[name])})
         return found
 
     @property
@@ -101,7 +124,8 @@ class Checked:
     def as_json(self) -> dict:
         """What the page shows."""
         return {"answer": self.answer, "record": self.record, "instance": self.instance, "warnings": self.warnings,
-                "valid": self.valid, "error": None if self.record is not None else self.error}
+                "valid": self.valid, "error": None if self.record is not None else self.error,
+                "confidence": self.confidence, "review": self.review}
 
 
 def check_record(record: dict, folio: FolioMapper | None, answer: str | None = None, cut_off: bool = False) -> Checked:
@@ -114,13 +138,18 @@ def check_record(record: dict, folio: FolioMapper | None, answer: str | None = N
     return Checked(answer, record, instance, unknown, folio.schema.errors(instance), cut_off, True)
 
 
-def check_answer(answer: str, folio: FolioMapper | None = None) -> Checked:
+def check_answer(answer: str, folio: FolioMapper | None = None, confidence: dict[str, float] | None = None,
+                 review_below: float = 0.0) -> Checked:
     """The model's answer parsed (a cut-off one closed after its last whole field), then mapped
-    and checked with ``folio``."""
+    and checked with ``folio``; the fields whose ``confidence`` is below ``review_below`` are
+    flagged for review."""
+    from dataclasses import replace
+
     from folio_llm.answers import close_cut_json, parse_output
 
     closed = close_cut_json(answer)
     record, _ = parse_output(closed or answer)
     if record is None:
         return Checked(answer, None, checked_by_folio=folio is not None)
-    return check_record(record, folio, answer, cut_off=bool(closed))
+    checked = check_record(record, folio, answer, cut_off=bool(closed))
+    return replace(checked, confidence=dict(confidence or {}), review_below=review_below)

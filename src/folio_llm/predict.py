@@ -186,15 +186,20 @@ class Generator:
         return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, constraint)
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
+        return [answer.text for answer in self.answer_scored(conversations, progress)]
+
+    def answer_scored(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list:
+        """The answers with how sure the model was of each field (decoding.doubt.ScoredAnswer)."""
         if self.backend == "llama.cpp":
-            from folio_llm.decoding.llamacpp import generate
+            from folio_llm.decoding.llamacpp import generate_scored
 
-            return generate(self.model, self.tokenizer, conversations, self.max_new_tokens,
-                            grammar=self._constraint, progress=progress, copy_fields=self.copy_fields)
-        from folio_llm.decoding.generate import generate
+            return generate_scored(self.model, self.tokenizer, conversations, self.max_new_tokens,
+                                   grammar=self._constraint, progress=progress, copy_fields=self.copy_fields,
+                                   schema=self.schema)
+        from folio_llm.decoding.generate import generate_scored
 
-        return generate(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
-                        self._constraint, progress=progress)
+        return generate_scored(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
+                               self._constraint, progress=progress, schema=self.schema)
 
     def close(self) -> None:
         # llama-cpp-python frees a model left to interpreter shutdown with a traceback
@@ -207,18 +212,25 @@ class Generator:
 
 
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,
-             progress: bool = True) -> Iterator[tuple[object, str, Checked]]:
+             progress: bool = True, review_below: float = 0.0) -> Iterator[tuple[object, str, Checked]]:
     """Each request (anything with ``.messages``) with the model's answer and its check, in
     order: the one answering loop of `predict` and the page's batch jobs. ``chunk`` requests
     per generation (0: all at once; the transformers path batches them), under ``lock`` when
-    the model is shared between threads."""
+    the model is shared between threads. Fields the model was less sure of than
+    ``review_below`` are flagged for review in the check (a served model gives no confidence)."""
+    from folio_llm.decoding.doubt import ScoredAnswer
+
     size = chunk or max(1, len(requests))
     for start in range(0, len(requests), size):
         part = requests[start:start + size]
+        conversations = [r.messages for r in part]
         with lock or nullcontext():
-            answers = generator.answer([r.messages for r in part], progress=progress)
+            if hasattr(generator, "answer_scored"):
+                answers = generator.answer_scored(conversations, progress=progress)
+            else:
+                answers = [ScoredAnswer(text) for text in generator.answer(conversations, progress=progress)]
         for request, answer in zip(part, answers):
-            yield request, answer, check_answer(answer, folio)
+            yield request, answer.text, check_answer(answer.text, folio, answer.confidence, review_below)
 
 
 @dataclass

@@ -45,8 +45,9 @@ def instance_id(key: str) -> str:
 class Cataloger:
     """The page's side: proposals, FOLIO requests, creations once per key, batch jobs."""
 
-    def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store):
+    def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store, review_below: float = 0.0):
         self.generator, self.mapper, self.system_prompt, self.examples = generator, mapper, system_prompt, examples
+        self.review_below = review_below  # fields the model was less sure of are flagged on the page
         self.store = store  # jobs.JobStore: batch jobs and creations, kept across restarts
         self.model_lock = threading.Lock()  # one generation at a time: llama.cpp contexts are not shared
         self.creating: dict[str, threading.Lock] = {}
@@ -65,7 +66,8 @@ class Cataloger:
         from folio_llm.predict import Request, answered, conversation
 
         request = Request("the description", conversation(self.system_prompt, description))
-        [(_, _, checked)] = answered(self.generator, [request], self.mapper, lock=self.model_lock, progress=False)
+        [(_, _, checked)] = answered(self.generator, [request], self.mapper, lock=self.model_lock, progress=False,
+                                     review_below=self.review_below)
         return {**checked.as_json(), "key": uuid.uuid4().hex}
 
     def folio_request(self, record: dict, key: str) -> dict:
@@ -134,7 +136,7 @@ class Cataloger:
                 continue
             try:
                 for row, answer, checked in answered(self.generator, rows, self.mapper, chunk=1, lock=self.model_lock,
-                                                     progress=False):
+                                                     progress=False, review_below=self.review_below):
                     if checked.record is None:
                         self.store.answer(row, {"where": row.place, "reason": checked.error,
                                                 "description": row.messages[-1]["content"], "output": answer},
@@ -237,7 +239,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     store = JobStore(jobs_dir)
     if store.notice:
         print(f"warning: {store.notice}", file=sys.stderr, flush=True)
-    cataloger = Cataloger(generator, mapper, system_prompt, examples, store)
+    cataloger = Cataloger(generator, mapper, system_prompt, examples, store, params.eval.review_below)
 
     app: FastAPI = create_openai_app(
         server_settings=ServerSettings(api_key=api_key),

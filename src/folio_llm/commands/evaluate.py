@@ -22,7 +22,7 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                   train_answers: list[dict] | None = None, copy: bool | None = None) -> dict:
     """Load one model, answer the rows, score them; one line to the console. ``checks``:
     evaluation.run.folio_checks, loaded once per command."""
-    from folio_llm.decoding.constraints import decoding_constraint
+    from folio_llm.decoding.constraints import decoding_constraint, decoding_settings
     from folio_llm.decoding.generate import load_for_inference
     from folio_llm.evaluation.run import evaluate_model
 
@@ -33,7 +33,9 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                             max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
                             logits_processor_factory=decoding_constraint(params, tokenizer, constrained, copy), label=label,
                             folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
-                            untold_targets=params.dataset.untold_targets)
+                            untold_targets=params.dataset.untold_targets,
+                            schema=decoding_settings(params, constrained, copy).schema,
+                            review_below=settings.review_below)
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result
 
@@ -47,14 +49,17 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
 @click.option("--fields-table", default=paths.EVAL_FIELDS_TABLE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--styles-table", default=paths.EVAL_STYLES_TABLE, show_default=True, type=click.Path(dir_okay=False),
               help="Told-field macro per description style (dvc plots).")
+@click.option("--review-table", default=paths.EVAL_REVIEW_TABLE, show_default=True, type=click.Path(dir_okay=False),
+              help="The tuned model's review flags: recall and false alarms per threshold (dvc plots).")
 @SCHEMAS_OPTION
 @PARAMS_OPTION
 @friendly_errors
-def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, styles_table, schemas,
-                   params_path):
+def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, fields_table, styles_table, review_table,
+                   schemas, params_path):
     """Stage `evaluate`: the base model (zero-shot) and the tuned model on the same test
     prompts; metrics/eval.json holds both, under `base` and `tuned`."""
-    from folio_llm.evaluation.run import folio_checks, write_field_table, write_metrics, write_style_table
+    from folio_llm.evaluation.run import (folio_checks, write_field_table, write_metrics, write_review_table,
+                                          write_style_table)
     from folio_llm.splits import load_test_rows, load_train_answers
 
     params = load_sections(params_path, eval=EvalParams, source=SourceParams, dataset=DatasetParams,
@@ -74,3 +79,4 @@ def evaluate_stage(base_dir, adapter_dir, data_path, out, predictions_dir, field
     write_metrics(out, results)
     write_field_table(fields_table, results)
     write_style_table(styles_table, results)
+    write_review_table(review_table, results["tuned"])

@@ -80,13 +80,15 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     conversations = [row["messages"][:-1] for row in rows]
     label = Path(model).name if backend == "llama.cpp" else model
     started = time.perf_counter()
+    confidences = None
     if backend == "llama.cpp":
         from folio_llm.predict import Generator
 
         generator = Generator.load(model, None, backend, max_new_tokens=settings.max_new_tokens,
                                    schema=decoding.schema, copy_fields=decoding.copy_fields)
         try:
-            outputs = generator.answer(conversations)
+            answers = generator.answer_scored(conversations)
+            outputs, confidences = [a.text for a in answers], [a.confidence for a in answers]
             tokens = sum(len(generator.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
         finally:
             generator.close()
@@ -109,7 +111,8 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     folio_schema, reference = checks
     result = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions,
                            label=label, folio_schema=folio_schema, reference_data=reference,
-                           train_answers=train_answers, untold_targets=params.dataset.untold_targets)
+                           train_answers=train_answers, untold_targets=params.dataset.untold_targets,
+                           confidences=confidences, review_below=settings.review_below)
     result["generation"]["backend"] = backend
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result

@@ -9,6 +9,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from folio_llm.answers import JsonObjectEnd
+from folio_llm.decoding.doubt import ScoredAnswer, TokenProbabilities, closing_tokens, scored_answer
 from folio_llm.models import prompt_text
 
 
@@ -52,10 +53,6 @@ def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = N
     tokenizer.padding_side = "left"  # generation continues from the last position of every row
     model.eval()
     return model, tokenizer
-
-
-
-
 
 
 class RepetitionLoop:
@@ -103,29 +100,41 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
     answers come back in the input order. ``logits_processor_factory(conversations of the
     batch, prompt width)`` gives fresh logits processors per batch (constrained decoding).
     """
+    return [answer.text for answer in generate_scored(model, tokenizer, conversations, batch_size, max_new_tokens,
+                                                      logits_processor_factory, progress)]
+
+
+def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
+                    max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
+                    schema: dict | None = None) -> list[ScoredAnswer]:
+    """:func:`generate`'s answers, each with how sure the model was of every field
+    (``decoding.doubt``; with the JSON ``schema`` decoding was held to, also of the fields it
+    left out)."""
     import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     prompts = [prompt_text(tokenizer, messages) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
+    answers: list[ScoredAnswer] = [ScoredAnswer("")] * len(prompts)
+    closes = torch.tensor(closing_tokens(tokenizer, model.config.vocab_size))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
         encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        extra = {}
         width = encoded["input_ids"].shape[1]
-        if logits_processor_factory is not None:
-            extra["logits_processor"] = logits_processor_factory([conversations[i] for i in batch], width)
-        from transformers import StoppingCriteriaList
-
+        processors = list(logits_processor_factory([conversations[i] for i in batch], width)
+                          if logits_processor_factory is not None else [])
+        recorder = TokenProbabilities(len(batch), closes)
         # under a grammar the answer ends with end-of-turn right after the object anyway
         stop = StoppingCriteriaList([RepetitionLoop(width, len(batch))] + (
             [] if logits_processor_factory else [JsonObjectEnd(tokenizer, width, len(batch))]))
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, stopping_criteria=stop,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                logits_processor=LogitsProcessorList(processors + [recorder]),
             )
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        for row, tokens in zip(batch, new_tokens):
-            answers[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        for slot, (row, tokens) in enumerate(zip(batch, output[:, width:].tolist())):
+            while tokens and tokens[-1] == tokenizer.pad_token_id != tokenizer.eos_token_id:  # stopped early
+                tokens.pop()
+            answers[row] = scored_answer(tokenizer, tokens, recorder.rows[slot], schema)
     return answers

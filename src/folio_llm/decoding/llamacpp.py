@@ -86,15 +86,26 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
     at a time; a row stops at end-of-turn, or where evaluation.generate stops it. With
     ``copy_fields`` the values of those fields may only be verbatim spans of the description
     (the copy constraint as a llama-cpp-python logits processor)."""
+    return [answer.text for answer in generate_scored(llm, tokenizer, conversations, max_new_tokens, grammar,
+                                                      progress, copy_fields)]
+
+
+def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
+                    grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None,
+                    schema: dict | None = None) -> list:
+    """:func:`generate`'s answers, each with how sure the model was of every field
+    (``decoding.doubt.ScoredAnswer``; ``schema``: the JSON schema the grammar holds to)."""
+    from llama_cpp import LogitsProcessorList
+
+    from folio_llm.decoding.doubt import LlamaTokenProbabilities, closing_tokens, scored_answer
     from folio_llm.models import prompt_text
 
     if copy_fields:
-        from llama_cpp import LogitsProcessorList
-
         from folio_llm.decoding.constraints import description
         from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
         index = CopyIndex.for_tokenizer(tokenizer)
+    closes = closing_tokens(tokenizer, llm.n_vocab())
 
     answers = []
     for messages in tqdm(conversations, desc="generate", unit="prompt", disable=None if progress else True,
@@ -103,12 +114,14 @@ def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_to
         if len(ids) + max_new_tokens > llm.n_ctx():
             raise ValueError(f"a prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the "
                              f"llama.cpp context of {llm.n_ctx()}")
-        processors = LogitsProcessorList([CopyProcessor.for_llamacpp(
-            index, description(messages), len(ids), copy_fields)]) if copy_fields else None
+        recorder = LlamaTokenProbabilities(closes)
+        processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields)] \
+            if copy_fields else []
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
-            stopping_criteria=_stops(tokenizer, len(ids)), logits_processor=processors)
-        answers.append(result["choices"][0]["text"].strip())
+            stopping_criteria=_stops(tokenizer, len(ids)), logits_processor=LogitsProcessorList(processors + [recorder]))
+        text = result["choices"][0]["text"].strip()
+        answers.append(scored_answer(tokenizer, recorder.tokens, recorder.probabilities, schema, text=text))
     return answers
 
 

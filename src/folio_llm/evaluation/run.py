@@ -13,24 +13,29 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    max_new_tokens: int, predictions_path: str | Path | None = None,
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
-                   untold_targets: list[str] | None = None) -> dict:
-    """Generate with a transformers model (batched), then :func:`score_answers`."""
-    from folio_llm.decoding.generate import generate
+                   untold_targets: list[str] | None = None, schema: dict | None = None,
+                   review_below: float = 0.0) -> dict:
+    """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
+    processors hold answers to), then :func:`score_answers`."""
+    from folio_llm.decoding.generate import generate_scored
 
     started = time.perf_counter()
-    outputs = generate(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
-                       logits_processor_factory)
+    answers = generate_scored(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
+                              logits_processor_factory, schema=schema)
     seconds = time.perf_counter() - started
+    outputs = [a.text for a in answers]
     tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
     return score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions_path,
                          label=label, folio_schema=folio_schema, reference_data=reference_data,
-                         train_answers=train_answers, untold_targets=untold_targets)
+                         train_answers=train_answers, untold_targets=untold_targets,
+                         confidences=[a.confidence for a in answers], review_below=review_below)
 
 
 def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | None, *, seconds: float,
                   output_tokens: int | None, predictions_path: str | Path | None = None, label: str = "model",
                   folio_schema=None, reference_data=None, train_answers: list[dict] | None = None,
-                  untold_targets: list[str] | None = None) -> dict:
+                  untold_targets: list[str] | None = None, confidences: list[dict] | None = None,
+                  review_below: float = 0.0) -> dict:
     """Score answers (whichever backend wrote them, in ``seconds``), and (optionally) write one
     line per row with its field outcomes. With ``folio_schema`` (a FolioSchema) and
     ``reference_data``, answers are also mapped back to UUIDs and checked against FOLIO's
@@ -39,7 +44,9 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     The reference of a row is the whole record its meta row holds (an answer leaves out what
     the description did not tell, and leaving it out must not score as a free hit). With meta,
     the report adds the scores per description style, the untold values answers invented and,
-    given ``train_answers``, the inferred fields beside the training majority."""
+    given ``train_answers``, the inferred fields beside the training majority; given the
+    answers' ``confidences`` (decoding.doubt), how well flagging the fields below
+    ``review_below`` finds the wrong told ones (evaluation.review)."""
     from folio_llm.answers import closed_answer, validator_for
     from folio_llm.evaluation import breakdown
     from folio_llm.evaluation.scoring import score_record, summarize
@@ -63,17 +70,27 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
         if train_answers:
             result["inferred_vs_majority"] = breakdown.inferred_vs_majority(
                 details, [json.loads(r) for r in references], meta, breakdown.majority_values(train_answers))
+        if confidences and any(confidences):
+            from folio_llm.evaluation.review import review_curve, review_report, told_fields
+
+            pairs = told_fields(details, meta, confidences)
+            result["review"] = review_report(pairs, review_below)
+            result["review"]["curve"] = review_curve(pairs).to_dict("records")
     if predictions_path:
-        write_predictions(predictions_path, rows, meta, label, raw_outputs, details, references)
+        write_predictions(predictions_path, rows, meta, label, raw_outputs, details, references, confidences,
+                          review_below)
     return result
 
 
 def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | None, label: str,
                       raw_outputs: list[str | None], details: list[dict] | None = None,
-                      references: list[str] | None = None) -> None:
-    """One line per answered row: its prompt, reference, answer and (when scored) field outcomes.
+                      references: list[str] | None = None, confidences: list[dict] | None = None,
+                      review_below: float = 0.0) -> None:
+    """One line per answered row: its prompt, reference, answer, (when scored) field outcomes
+    and (when measured) the model's confidence per field and the fields flagged for review.
     A row without an answer (a server that stopped answering) is left out."""
     from folio_llm.answers import closed_answer
+    from folio_llm.decoding.doubt import flagged
 
     with JsonlWriter(path) as writer:
         for index, (row, raw) in enumerate(zip(rows, raw_outputs)):
@@ -89,6 +106,8 @@ def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | Non
                 "output": output,
                 **({"cut_output": raw} if raw != output else {}),
                 **(details[index] if details else {}),
+                **({"confidence": confidences[index], "review": flagged(confidences[index], review_below)}
+                   if confidences and confidences[index] else {}),
             })
 
 
@@ -130,6 +149,15 @@ def write_field_table(path: str | Path, results: dict[str, dict]) -> None:
 
 def write_style_table(path: str | Path, results: dict[str, dict]) -> None:
     _write_csv(path, style_table(results))
+
+
+def write_review_table(path: str | Path, result: dict) -> None:
+    """Recall of the wrong told fields and false alarms on the right ones at each threshold
+    (one model's ``review`` report): the trade-off plot's data."""
+    import pandas as pd
+
+    _write_csv(path, pd.DataFrame((result.get("review") or {}).get("curve") or [],
+                                  columns=["below", "recall", "false_alarms"]))
 
 
 def _write_csv(path: str | Path, table) -> None:

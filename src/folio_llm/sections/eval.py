@@ -31,6 +31,13 @@ class EvalParams:
         "('Mark Levine') is recorded inverted ('Levine, Mark').",
         factory=lambda: ["title", "publication.publisher", "publication.place", "publication.dateOfPublication",
                          "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
+    review_below: float = setting(
+        "Flag a field for review when the model was less sure of it than this: the lowest "
+        "probability, under the decoding constraints, of the tokens that decided it (its key, "
+        "value and end, or the choice that left it out). The page highlights flagged fields, "
+        "predict lists them, evaluate scores them (metrics/eval_review.csv: recall of the wrong "
+        "told fields and false alarms on the right ones at every threshold). 0 flags nothing.",
+        0.75)
     limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
@@ -39,5 +46,7 @@ class EvalParams:
     )
 
     def check(self) -> None:
+        if not 0 <= self.review_below <= 1:
+            raise ParamsError(f"params: eval.review_below must be between 0 and 1, not {self.review_below}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0:
             raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0")

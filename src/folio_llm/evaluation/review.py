@@ -1,0 +1,72 @@
+"""How well the review flags point a cataloger at the wrong fields (``decoding.doubt``).
+
+Over the told fields of every answer (the fields its description tells, so a cataloger can
+check them against it): recall is the share of the wrong ones flagged, false alarms the share
+of the right ones flagged. A told field the answer left out has no confidence of its own and
+counts as wrong and not flagged: the flags cannot point at what is not there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from folio_llm.evaluation.scoring import MACRO_FIELDS, TARGET_FIELD
+
+CURVE_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20)) + (0.97, 0.99)
+
+
+@dataclass(frozen=True)
+class ToldField:
+    field: str
+    style: str | None
+    wrong: bool
+    confidence: float | None  # None: not in the answer
+
+    def flagged(self, below: float) -> bool:
+        return self.confidence is not None and self.confidence < below
+
+
+def told_fields(details: Sequence[dict], meta: Sequence[dict], confidences: Sequence[dict]) -> list[ToldField]:
+    """Every (answer, told macro field) pair with its outcome and the model's confidence."""
+    pairs = []
+    for detail, row, confidence in zip(details, meta, confidences):
+        told = set(row.get("transcribed") or [])
+        for name in MACRO_FIELDS:
+            outcome = detail["fields"][name]
+            if TARGET_FIELD[name] not in told or outcome["outcome"] == "both_empty":
+                continue
+            pairs.append(ToldField(name, row.get("style"), outcome["score"] < 1, confidence.get(name)))
+    return pairs
+
+
+def rates(pairs: Sequence[ToldField], below: float) -> dict:
+    wrong = [p for p in pairs if p.wrong]
+    right = [p for p in pairs if not p.wrong]
+    return {
+        "wrong": len(wrong),
+        "right": len(right),
+        "recall": round(sum(p.flagged(below) for p in wrong) / len(wrong), 4) if wrong else None,
+        "false_alarms": round(sum(p.flagged(below) for p in right) / len(right), 4) if right else None,
+        "wrong_left_out": sum(p.confidence is None for p in wrong),
+    }
+
+
+def review_report(pairs: Sequence[ToldField], below: float) -> dict:
+    """Recall and false alarms at ``below``, in all, per field and per description style."""
+    fields = sorted({p.field for p in pairs}, key=MACRO_FIELDS.index)
+    styles = sorted({p.style for p in pairs if p.style})
+    return {
+        "below": below,
+        **rates(pairs, below),
+        "fields": {name: rates([p for p in pairs if p.field == name], below) for name in fields},
+        "styles": {style: rates([p for p in pairs if p.style == style], below) for style in styles},
+    }
+
+
+def review_curve(pairs: Sequence[ToldField], thresholds: Sequence[float] = CURVE_THRESHOLDS):
+    """A DataFrame of recall and false alarms at each threshold: the trade-off plot's data."""
+    import pandas as pd
+
+    return pd.DataFrame([{"below": t, "recall": rates(pairs, t)["recall"] or 0.0,
+                          "false_alarms": rates(pairs, t)["false_alarms"] or 0.0} for t in thresholds])
