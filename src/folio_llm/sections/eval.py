@@ -36,8 +36,9 @@ class EvalParams:
         "probability, under the decoding constraints, of the tokens that decided it (its key, "
         "value and end, or the choice that left it out). The page highlights flagged fields, "
         "predict lists them, evaluate scores them (metrics/eval_review.csv: recall of the wrong "
-        "told fields and false alarms on the right ones at every threshold). 0 flags nothing.",
-        0.75)
+        "told fields and false alarms on the right ones at every threshold). The default keeps false "
+        "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
+        0.72)
     limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
