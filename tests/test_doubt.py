@@ -121,20 +121,25 @@ def test_predict_lists_the_fields_to_review_beside_the_record(smollm2_base, real
 
 
 def test_review_rates_count_the_told_fields_flagged(real_dataset):
-    from folio_llm.evaluation.review import review_curve, review_report, told_fields
+    from folio_llm.evaluation.review import invented_fields, review_curve, review_report, told_fields
     from folio_llm.evaluation.scoring import score_record
 
     rows = load_jsonl(real_dataset / "openai" / "test.jsonl")[:6]
     meta = load_jsonl(real_dataset / "meta" / "test.jsonl")[:6]
     answers = []
-    for row in rows:
+    for row, m in zip(rows, meta):
         record = json.loads(row["messages"][-1]["content"])
         record["title"] = "Something else"  # every title wrong, everything else right
+        if "editions" not in json.loads(m["reference"]):
+            record["editions"] = ["A made-up edition"]  # and an edition no record has
         answers.append(json.dumps(record))
     details = [score_record(a, m["reference"]) for a, m in zip(answers, meta)]
-    confidences = [{"title": 0.2, "subjects": 0.6, "contributors": 0.9} for _ in answers]
+    confidences = [{"title": 0.2, "subjects": 0.6, "contributors": 0.9, "editions": 0.5} for _ in answers]
     pairs = told_fields(details, meta, confidences)
-    report = review_report(pairs, 0.75)
+    made_up = invented_fields(details, meta, confidences)
+    assert made_up and {p.field for p in made_up} == {"editions"}
+    report = review_report(pairs, 0.75, made_up)
+    assert report["made_up"] == {"n": len(made_up), "flagged": 1.0}
     assert report["fields"]["title"] == {"wrong": 6, "right": 0, "recall": 1.0, "false_alarms": None,
                                          "wrong_left_out": 0}
     told_subjects = report["fields"].get("subjects", {"right": 0})["right"]

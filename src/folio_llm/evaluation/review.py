@@ -40,6 +40,18 @@ def told_fields(details: Sequence[dict], meta: Sequence[dict], confidences: Sequ
     return pairs
 
 
+def invented_fields(details: Sequence[dict], meta: Sequence[dict], confidences: Sequence[dict]) -> list[ToldField]:
+    """Every value an answer wrote for a macro field its description does not tell and its
+    record lacks (made up), with the model's confidence in it."""
+    made_up = []
+    for detail, row, confidence in zip(details, meta, confidences):
+        told = set(row.get("transcribed") or [])
+        for name in MACRO_FIELDS:
+            if TARGET_FIELD[name] not in told and detail["fields"][name]["outcome"] == "hallucinated":
+                made_up.append(ToldField(name, row.get("style"), True, confidence.get(name)))
+    return made_up
+
+
 def rates(pairs: Sequence[ToldField], below: float) -> dict:
     wrong = [p for p in pairs if p.wrong]
     right = [p for p in pairs if not p.wrong]
@@ -52,13 +64,16 @@ def rates(pairs: Sequence[ToldField], below: float) -> dict:
     }
 
 
-def review_report(pairs: Sequence[ToldField], below: float) -> dict:
-    """Recall and false alarms at ``below``, in all, per field and per description style."""
+def review_report(pairs: Sequence[ToldField], below: float, made_up: Sequence[ToldField] = ()) -> dict:
+    """Recall and false alarms at ``below``, in all, per field and per description style; and
+    the share of the values made up for untold fields that are flagged."""
     fields = sorted({p.field for p in pairs}, key=MACRO_FIELDS.index)
     styles = sorted({p.style for p in pairs if p.style})
     return {
         "below": below,
         **rates(pairs, below),
+        "made_up": {"n": len(made_up), "flagged": round(sum(p.flagged(below) for p in made_up) / len(made_up), 4)
+                    if made_up else None},
         "fields": {name: rates([p for p in pairs if p.field == name], below) for name in fields},
         "styles": {style: rates([p for p in pairs if p.style == style], below) for style in styles},
     }

@@ -71,10 +71,10 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
             result["inferred_vs_majority"] = breakdown.inferred_vs_majority(
                 details, [json.loads(r) for r in references], meta, breakdown.majority_values(train_answers))
         if confidences and any(confidences):
-            from folio_llm.evaluation.review import review_curve, review_report, told_fields
+            from folio_llm.evaluation.review import invented_fields, review_curve, review_report, told_fields
 
             pairs = told_fields(details, meta, confidences)
-            result["review"] = review_report(pairs, review_below)
+            result["review"] = review_report(pairs, review_below, invented_fields(details, meta, confidences))
             result["review"]["curve"] = review_curve(pairs).to_dict("records")
     if predictions_path:
         write_predictions(predictions_path, rows, meta, label, raw_outputs, details, references, confidences,
