@@ -111,6 +111,17 @@ def test_auto_compiles_when_the_planned_tokens_pay_back_the_compile(tmp_path, mo
     assert worth_compiling(1_000_000, cache)[0]  # warm: 5 s against ~108 s saved
 
 
+def test_a_compiled_rate_without_an_eager_one_keeps_the_prior_gain(tmp_path, monkeypatch):
+    """A machine that has only trained compiled: its eager rate is the compiled one over the
+    prior gain, not the prior eager rate of another machine type (which made the Zen 4 type,
+    compiled at 302 tokens/s, guess a gain of x1.01 and train eagerly at ~260)."""
+    monkeypatch.setenv("FOLIO_LLM_CACHE", str(tmp_path))
+    cache = CompileCache.for_run({"hidden_size": 576}, {"r": 16}, "bf16", "cpu")
+    cache.update(compiled_tokens_per_s=301.9, compiled_runs=3, compile_seconds_warm=8.1)
+    worth, figures = worth_compiling(314_298, cache)
+    assert worth and figures.endswith("(314,298 tokens, x1.18)")
+
+
 def test_the_cache_key_follows_what_shapes_the_graphs(tmp_path, monkeypatch):
     monkeypatch.setenv("FOLIO_LLM_CACHE", str(tmp_path))
     model, lora = {"hidden_size": 576, "num_hidden_layers": 30}, {"r": 16, "target_modules": {"q_proj", "v_proj"}}

@@ -234,12 +234,16 @@ def closing_tokens(tokenizer, size: int | None = None) -> list[bool]:
     return closes[:size] + [False] * (size - len(closes))
 
 
-def chosen_probability(probabilities, chosen, closes, k: int = 4):
+def chosen_probability(logits, chosen, closes, k: int = 4):
     """Per row, the probability of the chosen token; when it closes the value, plus that of
-    the other tokens among the ``k`` most likely that close it too (torch: probabilities
-    [rows, vocab], chosen [rows], closes [vocab] bool)."""
-    top, ids = probabilities.topk(k, dim=-1)
-    picked = probabilities.gather(-1, chosen[:, None])[:, 0]
+    the other tokens among the ``k`` most likely that close it too (torch: logits [rows, vocab],
+    chosen [rows], closes [vocab] bool). No softmax over the vocabulary is kept: a log-sum-exp
+    and the top ``k`` are all it takes."""
+    logits = logits.float()
+    norm = logits.logsumexp(dim=-1, keepdim=True)
+    top, ids = logits.topk(k, dim=-1)
+    top = (top - norm).exp()
+    picked = (logits.gather(-1, chosen[:, None]) - norm).exp()[:, 0]
     alike = closes[ids] & (ids != chosen[:, None]) & closes[chosen][:, None]
     return (picked + (top * alike).sum(dim=-1)).clamp(max=1.0)
 
@@ -253,10 +257,7 @@ class TokenProbabilities:
         self.closes = closes
 
     def __call__(self, input_ids, scores):
-        import torch
-
-        probabilities = torch.softmax(scores.float(), dim=-1)
-        chosen = chosen_probability(probabilities, probabilities.argmax(dim=-1), self.closes)
+        chosen = chosen_probability(scores, scores.argmax(dim=-1), self.closes)
         for row, probability in enumerate(chosen.tolist()):
             self.rows[row].append(probability)
         return scores
@@ -284,5 +285,5 @@ class LlamaTokenProbabilities:
             token = int(input_ids[-1])
             self.tokens.append(token)
             self.probabilities.append(float(chosen_probability(self._last, torch.tensor([token]), self.closes)[0]))
-        self._last = torch.softmax(torch.from_numpy(scores).float(), dim=-1)[None, :]
+        self._last = torch.from_numpy(scores.copy())[None, :]  # llama.cpp reuses its buffer
         return scores

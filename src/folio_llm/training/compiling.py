@@ -88,8 +88,8 @@ def _sorted_if_set(value):
 def worth_compiling(planned_tokens: int, cache: CompileCache) -> tuple[bool, str]:
     """(compile?, the figures behind the answer) for ``train.compile: auto``."""
     record = cache.record()
-    eager = record.get("eager_tokens_per_s") or DEFAULT_EAGER_TOKENS_PER_S
     compiled = record.get("compiled_tokens_per_s")
+    eager = record.get("eager_tokens_per_s") or (compiled / DEFAULT_GAIN if compiled else DEFAULT_EAGER_TOKENS_PER_S)
     gain = compiled / eager if compiled else DEFAULT_GAIN
     state = "warm" if cache.warm else "cold"
     cost = record.get(f"compile_seconds_{state}") or DEFAULT_COMPILE_SECONDS[state]
