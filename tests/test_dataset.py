@@ -135,3 +135,25 @@ def test_labelled_publication_parts_keep_commas_apart(values, expected):
     from folio_llm.clauses import render_clause
 
     assert render_clause("Published[ by {publisher}][; place: {place}][; date: {date}].", values) == expected
+
+
+def test_training_rows_leave_fields_out_of_description_and_target_alike(records):
+    """With tell.leave_out, a training row's description tells some of its record's fields
+    no more, and its target holds them no more either; valid and test rows are the rows of
+    leave_out 0, byte for byte."""
+    whole = build_examples(records, parse_params({}).dataset, 42)
+    partial = build_examples(records, parse_params({"dataset": {"tell": {"leave_out": 0.3}}}).dataset, 42)
+    for split in ("valid", "test"):
+        assert [e.messages for e in partial.splits[split]] == [e.messages for e in whole.splits[split]]
+    pairs = list(zip(whole.splits["train"], partial.splits["train"]))
+    assert [a.key for a, _ in pairs] == [b.key for _, b in pairs]
+    shorter = 0
+    for full, fewer in pairs:
+        assert fewer.target.get("title") == full.target.get("title")  # a title is always told
+        left_out = set(full.transcribed) - set(fewer.transcribed)
+        assert set(fewer.transcribed) <= set(full.transcribed)
+        for field in left_out - set(parse_params({}).dataset.untold_targets):
+            assert field not in fewer.target  # not told, not in the answer
+        shorter += bool(left_out)
+        assert fewer.reference == full.reference  # the record itself is the same
+    assert 0.5 * len(pairs) < shorter < len(pairs)

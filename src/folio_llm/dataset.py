@@ -41,6 +41,7 @@ def build_examples(records: Iterable[dict], params: DatasetParams, seed: int) ->
     examples: list[Example] = []
     rejected: list[dict] = []
     duplicates = 0
+    sources: list[dict] = []  # the record of each example, for training rows rendered again
     for index, record in enumerate(records, start=1):
         key = str(record.get("hrid") or index)
         example = renderer.render(record, key)
@@ -54,11 +55,17 @@ def build_examples(records: Iterable[dict], params: DatasetParams, seed: int) ->
         seen_targets.add(example.assistant)
         seen_prompts.add(prompt_key)
         examples.append(example)
-    random.Random(f"{seed}:split").shuffle(examples)
+        sources.append(record)
+    order = list(range(len(examples)))
+    random.Random(f"{seed}:split").shuffle(order)  # the permutation shuffling the examples themselves gives
+    examples, sources = [examples[i] for i in order], [sources[i] for i in order]
     sizes = split_sizes(len(examples), {"train": params.split.train, "valid": params.split.valid, "test": params.split.test})
     splits, start = {}, 0
     for name in SPLITS:
         splits[name] = examples[start:start + sizes[name]]
+        if name == "train" and params.tell.leave_out > 0:  # valid and test rows tell all they have
+            splits[name] = [renderer.render(record, e.key, leave_out=params.tell.leave_out)
+                            for e, record in zip(splits[name], sources[start:start + sizes[name]])]
         start += sizes[name]
     return DatasetResult(splits, duplicates, rejected)
 

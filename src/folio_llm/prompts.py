@@ -68,16 +68,27 @@ class PromptRenderer:
         self.params = params
         self.seed = seed
 
+    def left_out(self, record: dict, key: str, share: float) -> frozenset[str]:
+        """The fields a row leaves out, drawn from its own generator (a row that leaves nothing
+        out is the row ``share`` 0 gives, draw for draw)."""
+        if share <= 0:
+            return frozenset()
+        rng = random.Random(f"{self.seed}:{key}:leave-out")
+        return frozenset(f for f in [*self.params.prompt_fields, "languages", "classifications"]
+                         if f != "title" and record.get(f) and rng.random() < share)
+
     def record_fields(self, record: dict) -> dict:
         """The record's target fields: the reference evaluation scores against."""
         return {f: record[f] for f in self.params.target_fields if f in record}
 
-    def render(self, record: dict, key: str, style: str | None = None) -> Example:
-        """The row for ``record``: its style drawn from params.dataset.styles unless given."""
+    def render(self, record: dict, key: str, style: str | None = None, leave_out: float = 0.0) -> Example:
+        """The row for ``record``: its style drawn from params.dataset.styles unless given;
+        each told field but the title left out of description and target with chance ``leave_out``."""
         rng = random.Random(f"{self.seed}:{key}")
         system = self.params.system_prompts[rng.randrange(len(self.params.system_prompts))]
         drawn = draw_style(rng, self.params.styles)
-        user, told, telling = describe(record, style or drawn, rng, self.params)
+        left_out = self.left_out(record, key, leave_out)
+        user, told, telling = describe(record, style or drawn, rng, self.params, left_out)
         reference = self.record_fields(record)
         untold = set(self.params.untold_targets)
         target = {f: v for f, v in reference.items() if f in told or f in untold}

@@ -75,11 +75,12 @@ def _role(contributor: dict) -> str:
 class Parts:
     """A record's values as a description states them, and the target fields they tell."""
 
-    def __init__(self, record: dict, telling: Telling, separator: str, fields: list[str]):
+    def __init__(self, record: dict, telling: Telling, separator: str, fields: list[str],
+                 left_out: frozenset[str] = frozenset()):
         self.record, self.telling, self.separator = record, telling, separator
         self.told: set[str] = set()
-        # the prompt fields, plus what a row may tell beyond them
-        self.fields = set(fields) | {"languages", "classifications"}
+        # the prompt fields, plus what a row may tell beyond them, less what this row leaves out
+        self.fields = (set(fields) | {"languages", "classifications"}) - left_out
 
     def _use(self, field: str, value):
         if field not in self.fields:
@@ -320,9 +321,11 @@ def draw_style(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(names, weights=[weights[n] for n in names])[0]
 
 
-def describe(record: dict, style: str, rng: random.Random, params: DatasetParams) -> tuple[str, set[str], Telling]:
-    """(description, target fields it tells, what was drawn) of ``record`` in ``style``."""
+def describe(record: dict, style: str, rng: random.Random, params: DatasetParams,
+             left_out: frozenset[str] = frozenset()) -> tuple[str, set[str], Telling]:
+    """(description, target fields it tells, what was drawn) of ``record`` in ``style``,
+    telling none of the fields ``left_out``."""
     telling = Telling.draw(rng, params)
-    parts = Parts(record, telling, params.list_separator, params.prompt_fields)
+    parts = Parts(record, telling, params.list_separator, params.prompt_fields, left_out)
     text = STYLES[style](parts, rng, params)
     return text, parts.told, telling

@@ -53,6 +53,10 @@ class TellParams:
         "number is not in the target either, so the model never learns to invent one.", 0.2)
     natural_names: float = setting("Share of rows with personal names in natural order ('Mark Levine').", 0.5)
     line_breaks: float = setting("Share of 'clauses' and 'labels' rows written one statement per line.", 0.6)
+    leave_out: float = setting(
+        "Chance that a training row leaves each told field (the title aside) out of its description "
+        "and its answer alike, drawn per row and field: the model learns that what a text does not "
+        "tell is not written. Valid and test rows tell everything their record has.", 0.0)
 
 
 @dataclass
