@@ -2,8 +2,8 @@
 
 Over the told fields of every answer (the fields its description tells, so a cataloger can
 check them against it): recall is the share of the wrong ones flagged, false alarms the share
-of the right ones flagged. A told field the answer left out has no confidence of its own and
-counts as wrong and not flagged: the flags cannot point at what is not there.
+of the right ones flagged. A told field the answer left out counts as wrong; it is judged on
+the choice that skipped it, and counts as not flagged where that choice is not known.
 """
 
 from __future__ import annotations
@@ -83,5 +83,6 @@ def review_curve(pairs: Sequence[ToldField], thresholds: Sequence[float] = CURVE
     """A DataFrame of recall and false alarms at each threshold: the trade-off plot's data."""
     import pandas as pd
 
-    return pd.DataFrame([{"below": t, "recall": rates(pairs, t)["recall"] or 0.0,
-                          "false_alarms": rates(pairs, t)["false_alarms"] or 0.0} for t in thresholds])
+    at = [rates(pairs, t) for t in thresholds]
+    return pd.DataFrame([{"below": t, "recall": r["recall"] or 0.0, "false_alarms": r["false_alarms"] or 0.0}
+                         for t, r in zip(thresholds, at)])
