@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from folio_llm.decoding.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor
+from folio_llm.decoding.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor, refusals
 from folio_llm.prompts import target_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,10 +154,92 @@ def test_tokens_that_open_a_copied_string_are_checked(tokenizer, index):
 
 def test_copy_fields_are_configurable(tokenizer, index):
     description = "Title: Husband material. Contributors: Brenda Jackson."
-    answer = '{"title":"Husband material","contributors":[{"name":"Jackson, Brenda"}]}'
-    assert first_blocked(tokenizer, index, description, answer)[0].endswith('"name":"Jackson')
+    answer = '{"title":"Husband material","contributors":[{"name":"Johnson, Brenda"}]}'
+    assert first_blocked(tokenizer, index, description, answer)[0].endswith('"name":"')
     assert first_blocked(tokenizer, index, description, answer, fields=["title"]) is None
     assert first_blocked(tokenizer, index, description, '{"title":"Husband Material"}', fields=["title"])
+
+
+# statements of responsibility of real test rows (data/predictions), with what the tuned model
+# wrote for them unconstrained: re-formed, made-up and run-together names
+BIRDS = ("For Birds of the rainforest of southern Peru and northern Bolivia [sound recording] / Thomas S. "
+         "Schulenberg, Curtis A. Marantz, and Peter H. English. / By Thomas S. Schulenberg; Curtis A. Marantz; "
+         "Peter H. English; Cornell University. Library of Natural Sounds; Conservation International.")
+CHEW = ('"Francis Thornton Chew papers, 1841-1881" by Chew, Francis Thornton, 1841-1893 is the item.')
+DUTSCHKE = ("THE GLEN VALLEY TRAGEDY : DEATH IN THE HIGH COUNTRY / Richard Dutschke. — [Victoria] : Sue Kennedy "
+            "Publishing, [2022]. Names: RICHARD JOHN DUTSCHKE, 1963-. Subjects: Forsyth, Donald")
+FIRTH = "By J. (John) Firth (cartographer); compiled by John Deckert; Charles de Gaulle; Rachel Bowlby, 1957-."
+
+
+def names_answer(*names: str) -> str:
+    return json.dumps({"contributors": [{"name": name} for name in names]}, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("description, names", [
+    (BIRDS, ["Schulenberg, Thomas S.", "Marantz, Curtis A.", "English, Peter H.", "Peter H. English",
+             "Cornell University. Library of Natural Sounds", "Conservation International"]),
+    (CHEW, ["Chew, Francis Thornton, 1841-1893", "Chew, Francis Thornton"]),
+    (DUTSCHKE, ["DUTSCHKE, RICHARD JOHN, 1963-", "Dutschke, Richard", "RICHARD JOHN DUTSCHKE, 1963-"]),
+    (FIRTH, ["Firth, J. (John)", "Deckert, John", "de Gaulle, Charles", "Bowlby, Rachel, 1957-", "Bowlby, Rachel"]),
+])
+def test_a_name_is_built_from_the_description_words(tokenizer, index, description, names):
+    """As told, or inverted "Surname, Given names" from a name told in natural order."""
+    for name in names:
+        assert first_blocked(tokenizer, index, description, names_answer(name)) is None, name
+
+
+@pytest.mark.parametrize("description, name, allowed", [
+    (BIRDS, "Hurst, Peter", "H"),  # made up
+    (BIRDS, "English, Peter", "English, Peter"),  # given names whole: no closing after "Peter"
+    (BIRDS, "Marantz, Thomas S.", "Marantz, "),  # given names of another name
+    (BIRDS, "Peter H. English; Cornell University", "Peter H. English"),  # two names run together
+    (BIRDS, "eter H. English", ""),  # a name starts where a word does
+    (CHEW, "Chew, Francis, 1841-1893", "Chew, Francis"),  # given names cut short
+    (DUTSCHKE, "Dutschke, Richard JOHN, 1963-", "Dutschke, Richard"),  # re-formed
+    (FIRTH, "Gaulle, Charles", "Gaulle, Charles"),  # "Gaulle, Charles de" or "de Gaulle, Charles"
+    (FIRTH, "compiled by John Deckert", ""),  # a name starts with a capital
+    (FIRTH, "Firth, J. (John) (cartographer)", "Firth, J. (John) "),  # no role word in brackets
+    (FIRTH, "Firth, J. (John) (", "Firth, J. (John) "),  # nor a name closed on its way to one
+])
+def test_a_name_not_in_the_description_is_blocked(tokenizer, index, description, name, allowed):
+    """Blocked at the token that leaves the longest allowed beginning of the name."""
+    before, _, _ = first_blocked(tokenizer, index, description, names_answer(name))
+    written = before.removeprefix('{"contributors":[{"name":"')
+    assert allowed.startswith(written) and len(allowed) - len(written) < 6, (written, allowed)
+
+
+def test_a_name_is_written_at_most_twice(tokenizer, index):
+    """One person in two roles is a name twice; a third time, or a part of it, is a model caught
+    in a loop (a real answer went "Welcomes a Friend", "Welcomes a Friend", "Welcomes a", ...)."""
+    twice = ["Bowlby, Rachel, 1957-", "Bowlby, Rachel, 1957-."]  # the same name to the scorer
+    assert first_blocked(tokenizer, index, FIRTH, names_answer(*twice)) is None
+    for third in ("Bowlby, Rachel, 1957-", "Bowlby, Rachel, 1957-.", "Bowlby, Rachel", "Bowlby"):
+        written, _, _ = first_blocked(tokenizer, index, FIRTH, names_answer(*twice, third))
+        so_far = written.split('{"name":"')[-1]  # blocked before it closes ("Bowlby, 1957-" would do)
+        assert written.count('{"name":"') == 3 and third.startswith(so_far), third
+    assert first_blocked(tokenizer, index, FIRTH, names_answer(*twice, "Rachel Bowlby, 1957-")) is None
+
+
+def test_every_name_a_real_description_tells_can_be_written(real_dataset):
+    """Real records through the real dataset stage: each contributor name the description tells,
+    as recorded or in natural order, may be written as recorded under the constraint, but for
+    1 in 100 at most (and names starting lower-case: the constraint wants a capital)."""
+    from folio_llm.decoding.constraints import description
+    from folio_llm.jsonl import load_jsonl
+    from folio_llm.styles import clean, natural_name
+
+    told, refused = 0, []
+    for split in ("train", "valid", "test"):
+        for row in load_jsonl(real_dataset / "chat" / f"{split}.jsonl"):
+            if "messages" not in row:
+                continue
+            text, answer = description(row["messages"]), row["messages"][-1]["content"]
+            names = {c["name"] for c in json.loads(answer).get("contributors", [])
+                     if not c["name"][:1].islower() and (clean(c["name"]) in text or clean(natural_name(c["name"])) in text)}
+            told += len(names)
+            refused += [(name, text) for _, name in refusals(text, answer, ["contributors.name"]) if name in names]
+    # what is left is a name run into a title ("Drummond, Lyn. Where to go for a seven-year cycle")
+    assert told > 150 and len(refused) <= told // 100, refused
 
 
 def test_other_strings_stay_free(tokenizer, index):
@@ -189,9 +271,12 @@ def test_batch_with_stopped_rows_and_fallback(tokenizer, index):
     assert only[0, encode(tokenizer, " old")[0]] == 1.0 and processor.fallbacks == 1
 
 
-def test_llamacpp_entry_point_masks_like_torch(tokenizer, index):
-    description, target = EXAMPLES[1]
-    answer = encode(tokenizer, target_json(target))
+@pytest.mark.parametrize("description, answer", [
+    (CAFE, target_json(EXAMPLES[1][1])),
+    (BIRDS, names_answer("English, Peter H.", "Schulenberg, Thomas S.", "Cornell University. Library of Natural Sounds")),
+])
+def test_llamacpp_entry_point_masks_like_torch(tokenizer, index, description, answer):
+    answer = encode(tokenizer, answer)
     process = CopyProcessor.for_llamacpp(index, description, len(PROMPT))
     torch_processor = CopyProcessor(index, [description], len(PROMPT))
     rng = np.random.default_rng(0)

@@ -9,22 +9,41 @@ exact: the description as it stands inside a JSON string (``json.dumps(descripti
 ensure_ascii=False)[1:-1]``, UTF-8) and each token as the bytes it adds to the answer. What is
 written so far inside a copied string must occur in the description starting where an
 (escaped) character starts; its closing quote may come only where a word of the description
-ends (not inside "Commonwealth": a value cut short is how a model gets round the constraint). Structure
-is the JSON-schema processor's job (``constraints.py``): put this processor after it, so that a
-row whose every remaining token this one would forbid is spotted and left unmasked (counted in
-``fallbacks``) rather than emptied.
+ends (not inside "Commonwealth": a value cut short is how a model gets round the constraint).
+
+A name (``NAME_FIELDS``) is held to the description's words too, in one of the two forms a
+cataloger records it in: as told, from the start of a word ("Levine, Mark", "Cornell University.
+Library of Natural Sounds"), or inverted from a name told in natural order ("Peter H. English; "
+-> "English, Peter H.", "Eden Summers, 1982-" -> "Summers, Eden, 1982-"), given names whole and
+as told, initials and dates kept. A name starts with a capital (or a particle: "de Gaulle"), and
+ends before a "; " (where a description separates names), a line break, a subject's "--" or a
+role word in brackets ("Marantz, Curtis A. (editor)"). A name already written twice, or a part
+of one, is not written again: a model held away from the name it wanted otherwise loops
+("Welcomes a Friend", "Welcomes a Friend", "Welcomes a", ... from the title "Max Welcomes a Friend").
+
+Structure is the JSON-schema processor's job (``constraints.py``): put this processor after it,
+so that a row whose every remaining token this one would forbid is spotted and left unmasked
+(counted in ``fallbacks``) rather than emptied.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
 COPY_FIELDS = ("title", "contributors.name", "publication.publisher", "publication.place",
                "publication.dateOfPublication", "subjects.value", "identifiers.value", "editions",
                "physicalDescriptions", "series.value")
+NAME_FIELDS = frozenset({"contributors.name"})
+NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n)| (?=\([a-z])")  # before the next name, a subject's "--", a line break, "(author)"
+NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or digit
+MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
+
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 NEG_INF = float("-inf")
 
@@ -66,8 +85,9 @@ class _Json:
         bracket, path, key = self.frames[-1] if self.frames else ("[", "", "")
         return path if bracket == "[" else f"{path}.{key}".lstrip(".")
 
-    def feed(self, data: bytes, fields: frozenset, touched: list | None = None) -> None:
-        """Advance over ``data``; add (text, closed) to ``touched`` for each copied string it opens."""
+    def feed(self, data: bytes, fields: frozenset, touched: list | None = None, closed: list | None = None) -> None:
+        """Advance over ``data``; add (path, text, closed) to ``touched`` for each copied string it
+        opens, and (path, text) to ``closed`` for each it closes."""
         opened = False
         for byte in data:
             if self.mode == "done":
@@ -81,8 +101,11 @@ class _Json:
                 if self.mode == "key":
                     bracket, path, _ = self.frames[-1]
                     self.frames = self.frames[:-1] + ((bracket, path, self.text.decode(errors="replace")),)
-                elif opened and touched is not None:
-                    touched.append((self.text, True))
+                else:
+                    if opened and touched is not None:
+                        touched.append((self.value_path(), self.text, True))
+                    if self.mode == "copy" and closed is not None:
+                        closed.append((self.value_path(), self.text))
                 opened, self.mode = False, "value"
             elif byte == QUOTE:
                 if self.expect_key:
@@ -102,7 +125,7 @@ class _Json:
             elif byte == ord(":"):
                 self.expect_key = False
         if opened and touched is not None:
-            touched.append((self.text, False))
+            touched.append((self.value_path(), self.text, False))
 
 
 class CopyIndex:
@@ -153,7 +176,7 @@ class CopyIndex:
         if key not in self._openers:
             pairs = [(t, self.effects(state, self.pieces[t], fields)) for t in self.quoted]
             # an empty copied string is always found: only tokens that also write into it matter
-            self._openers[key] = [(t, touched) for t, touched in pairs if any(text for text, _ in touched)]
+            self._openers[key] = [(t, touched) for t, touched in pairs if any(text for _, text, _ in touched)]
         return self._openers[key]
 
 
@@ -162,66 +185,187 @@ def _word(byte: int) -> bool:
     return byte >= 0x80 or chr(byte).isalnum()
 
 
+# lower-case words a surname may start with ("Charles de Gaulle" -> "de Gaulle, Charles")
+_PARTICLES = frozenset("d' da das de del della der des di do dos du la le van von ter ten ibn bin bint y".split())
+_AFTER_A_NAME = frozenset("and with was is et und y e".split())
+_AT_BEGINNING = frozenset({0})
+_ESCAPED_WORD = re.compile(r'(?:\\["\\/]|[^\s\\])+')  # "\n", "\t" and "\u0009" separate words too
+_NAME_WORD = re.compile(r"\(?[^\W\d_][\w.'’ʹʻʼ\u0300-\u036f-]*\)?")  # combining marks: Natalʹi͡a
+
+
+def _capitalized(word: str) -> bool:
+    first = word.lstrip("(")[:1]
+    return first.isupper() or word in _PARTICLES
+
+
+def _may_start_name(text: bytes) -> bool:
+    word = text.decode(errors="ignore").split(" ")[0]
+    return not word[:1].islower() or word in _PARTICLES
+
+
+@dataclass
+class _Source:
+    """A text a copied value may be a span of: where such a span may start, and where it may end."""
+
+    text: bytes
+    starts: frozenset
+    ends_at: frozenset
+    cuts: tuple = ()  # sorted offsets no span may reach over
+
+    def bound(self, start: int) -> int:
+        """How far a span from ``start`` may reach."""
+        at = bisect.bisect_left(self.cuts, start)
+        return self.cuts[at] if at < len(self.cuts) else len(self.text)
+
+    def ends(self, value: bytes) -> list[int]:
+        """Where the occurrences of ``value`` that start at a start end."""
+        if not value:
+            return sorted(self.starts)
+        if self.starts == _AT_BEGINNING:
+            return [len(value)] if self.text.startswith(value) and len(value) <= self.bound(0) else []
+        out, at = [], self.text.find(value)
+        while at >= 0:
+            out += [at + len(value)] if at in self.starts and at + len(value) <= self.bound(at) else []
+            at = self.text.find(value, at + 1)
+        return out
+
+    def for_names(self, starts: frozenset | None = None) -> _Source:
+        """This text as names are copied from it: spans cut before a "; " or a "(role)", ending
+        on a letter, digit or NAME_END."""
+        ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END))
+        cuts = tuple(m.end() for m in NOT_IN_A_NAME.finditer(self.text))
+        return _Source(self.text, self.starts if starts is None else starts, ends_at, cuts)
+
+
+def _name_ends_here(escaped: str, words: list, last: int, end: int) -> bool:
+    """Whether a name told in natural order may end at ``end``, in the word at ``last``: before
+    punctuation, a line break, a bracket, a dash or a word like "and", not before a capitalized
+    word (the name goes on: "Francis Thornton Chew") nor another word ("Max Welcomes a Friend")."""
+    if last + 1 == len(words) or end != words[last].end() or escaped[end:words[last + 1].start()] != " ":
+        return True
+    after = words[last + 1].group().rstrip(".,;:/")
+    return after in _AFTER_A_NAME or not after[:1].isalpha()
+
+
+def _inversions(escaped: str, desc: _Source) -> list[_Source]:
+    """Each name a description may tell in natural order, "Given Names Surname" followed by the
+    rest of the description, as the text "Surname, Given Names" + that rest: it may start only at
+    its beginning and end only after the given names."""
+    words = list(_ESCAPED_WORD.finditer(escaped))
+    sources = []
+    for first in range(len(words)):
+        for last in range(first + 1, min(first + 7, len(words))):
+            run = words[first:last + 1]
+            if any(escaped[a.end():b.start()] != " " for a, b in zip(run, run[1:])):
+                break
+            surname_end = run[-1].start() + len(run[-1].group().rstrip(".,;:/"))
+            texts = [w.group() for w in run[:-1]] + [escaped[run[-1].start():surname_end]]
+            if not all(_NAME_WORD.fullmatch(t) and _capitalized(t) for t in texts):
+                break
+            if texts[0] in _PARTICLES:
+                break
+            if not texts[-1][-1].isalnum() or not _name_ends_here(escaped, words, last, surname_end):
+                continue  # an initial is no surname, nor a word the text goes on after
+            for split in range(max(1, len(texts) - 3), min(len(texts), 5)):
+                given = escaped[run[0].start():run[split - 1].end()]
+                surname = escaped[run[split].start():surname_end]
+                head = f"{surname}, {given}".encode()
+                at = len(escaped[:surname_end].encode())
+                sources.append(_Source(head + desc.text[at:], _AT_BEGINNING, frozenset(
+                    {len(head)} | {len(head) + end - at for end in desc.ends_at if end > at})).for_names())
+    return sources
+
+
+def _bare(value: bytes) -> bytes:
+    """A value as the scorer compares it: without trailing ISBD punctuation."""
+    return value.rstrip(b" .,;:/")
+
+
 class _Row:
     """One answer being written against one description."""
 
     def __init__(self, index: CopyIndex, description: str, fields: frozenset):
         self.index, self.fields = index, fields
-        escaped = json.dumps(description, ensure_ascii=False)[1:-1]
-        self.desc = escaped.encode()
-        self.starts, at, i = {0}, 0, 0  # byte offsets where an escaped character starts
-        while i < len(escaped):
-            step = (6 if escaped[i + 1] == "u" else 2) if escaped[i] == "\\" else 1
-            at, i = at + len(escaped[i:i + step].encode()), i + step
-            self.starts.add(at)
+        self.escaped = json.dumps(description, ensure_ascii=False)[1:-1]
+        desc = self.escaped.encode()
+        starts, at, i = {0}, 0, 0  # byte offsets where an escaped character starts
+        while i < len(self.escaped):
+            step = (6 if self.escaped[i + 1] == "u" else 2) if self.escaped[i] == "\\" else 1
+            at, i = at + len(self.escaped[i:i + step].encode()), i + step
+            starts.add(at)
         # a copied value may end only where a word ends: closing "Commonwealth ..." after "Comm"
         # is the way out a model takes when the word it wanted is not in the description
-        self.ends_at = {at for at in self.starts
-                        if at == len(self.desc) or not (_word(self.desc[at]) and _word(self.desc[at - 1]))}
+        ends_at = frozenset(at for at in starts if at == len(desc) or not (_word(desc[at]) and _word(desc[at - 1])))
+        self.desc = _Source(desc, frozenset(starts), ends_at)
+        self._names: list[_Source] | None = None
         self.state, self.stopped = _Json(), False
-        self._spans: dict[bytes, tuple] = {}
+        self.names_written: Counter = Counter()  # bare names: how often each was written
+        self._spans: dict[tuple, tuple] = {}
         self._found: dict[tuple, bool] = {}
+
+    def sources(self, path: str) -> list[_Source]:
+        if path not in NAME_FIELDS:
+            return [self.desc]
+        if self._names is None:
+            desc = self.desc
+            word_starts = frozenset(
+                at for at in desc.starts if at < len(desc.text) and _word(desc.text[at])
+                and (at == 0 or not _word(desc.text[at - 1])) and _may_start_name(desc.text[at:at + 8]))
+            self._names = [desc.for_names(word_starts), *_inversions(self.escaped, desc)]
+        return self._names
 
     def feed(self, tokens: list[int]) -> None:
         for token in tokens:
             self.stopped = self.stopped or token in self.index.stop_ids or token >= len(self.index.pieces)
             if self.stopped:
                 return
-            self.state.feed(self.index.pieces[token], self.fields)
+            self.feed_bytes(self.index.pieces[token])
 
-    def ends(self, text: bytes) -> list[int]:
-        """Where the occurrences of ``text`` that start on a character end."""
-        if not text:
-            return sorted(self.starts)
-        out, at = [], self.desc.find(text)
-        while at >= 0:
-            out += [at + len(text)] if at in self.starts else []
-            at = self.desc.find(text, at + 1)
-        return out
+    def feed_bytes(self, data: bytes) -> None:
+        closed: list = []
+        self.state.feed(data, self.fields, closed=closed)
+        self.names_written.update(_bare(text) for path, text in closed if path in NAME_FIELDS)
 
-    def found(self, text: bytes, closed: bool) -> bool:
-        key = (text, closed)
+    def found(self, path: str, text: bytes, closed: bool) -> bool:
+        key = (path in NAME_FIELDS, text, closed)
         if key not in self._found:
-            self._found[key] = any(not closed or end in self.ends_at for end in self.ends(text))
+            self._found[key] = any(not closed or end in source.ends_at
+                                   for source in self.sources(path) for end in source.ends(text))
         return self._found[key]
 
-    def spans(self, text: bytes) -> tuple[set[int], dict[int, bytes]]:
+    def spent(self, text: bytes) -> tuple:
+        """The names written that a name beginning with ``text`` would repeat or be a part of,
+        when together written MAX_SAME_NAME times: (name, times) pairs, or () when none is spent."""
+        written = tuple((n, count) for n, count in self.names_written.items() if n.startswith(_bare(text)))
+        return written if sum(count for _, count in written) >= MAX_SAME_NAME else ()
+
+    def spans(self, path: str, text: bytes) -> tuple[set[int], dict[int, bytes]]:
         """For a copied string holding ``text``: the tokens that go on along the description, and
-        the tokens s + '"' + rest that go on by s and close it where a character ends."""
-        if text not in self._spans:
-            ids, closing, ends = set(), {}, self.ends(text)
-            if any(start in self.ends_at for start in ends):
-                closing.update(self.index.closing.get(b"", ()))
-            for start in ends:
-                for end in range(start + 1, len(self.desc) + 1):
-                    span = self.desc[start:end]
-                    if span not in self.index.prefixes:  # no token is that long
-                        break
-                    ids.update(self.index.by_bytes.get(span, ()))
-                    if end in self.ends_at:
-                        closing.update(self.index.closing.get(span, ()))
-            self._spans[text] = ids, closing
-        return self._spans[text]
+        the tokens s + '"' + rest that go on by s and close it where a character ends. A name
+        already written MAX_SAME_NAME times is no longer a way to go on or to close."""
+        name = path in NAME_FIELDS
+        spent = self.spent(text) if name else ()
+        key = (name, text, spent)
+        if key not in self._spans:
+            ids, closing = set(), {}
+            for source in self.sources(path):
+                for start in source.ends(text):
+                    bound, ends = source.bound(start), source.ends_at
+                    if spent:
+                        ends = {end for end in ends if start <= end <= bound and sum(
+                            count for n, count in spent if n.startswith(_bare(text + source.text[start:end]))) < MAX_SAME_NAME}
+                        bound = min(bound, max(ends, default=start))
+                    if start in ends:
+                        closing.update(self.index.closing.get(b"", ()))
+                    for end in range(start + 1, bound + 1):
+                        span = source.text[start:end]
+                        if span not in self.index.prefixes:  # no token is that long
+                            break
+                        ids.update(self.index.by_bytes.get(span, ()))
+                        if end in ends:
+                            closing.update(self.index.closing.get(span, ()))
+            self._spans[key] = ids, closing
+        return self._spans[key]
 
     def mask(self) -> tuple[bool, list[int]] | None:
         """(True, the only tokens allowed) inside a copied string, (False, tokens forbidden)
@@ -233,7 +377,7 @@ class _Row:
             bad = [t for t, touched in self.index.openers(state, self.fields)
                    if not all(self.found(*item) for item in touched)]
             return (False, bad) if bad else None
-        ids, closing = self.spans(state.text)
+        ids, closing = self.spans(state.value_path(), state.text)
         closed = state.copy()
         closed.mode, closed.text, closed.escape = "value", b"", False
         allowed = set(ids)
@@ -294,3 +438,19 @@ class CopyProcessor:
 
         process.processor = processor
         return process
+
+
+
+def refusals(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS) -> list[tuple[str, str]]:
+    """(path, value) of each copied value of ``answer`` (compact JSON, as the model writes it)
+    that the copy constraint would not let be written against ``description``, with or without
+    the trailing ISBD punctuation the scorer ignores."""
+    row, out = _Row(None, description, frozenset(fields)), []
+    for byte in answer.encode():
+        state = row.state
+        if state.mode == "copy" and byte == QUOTE and not state.escape:
+            path = state.value_path()
+            if not (row.found(path, state.text, True) or row.found(path, _bare(state.text), True)):
+                out.append((path, json.loads(b'"' + state.text + b'"')))
+        row.feed_bytes(bytes((byte,)))
+    return out

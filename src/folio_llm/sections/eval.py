@@ -27,9 +27,11 @@ class EvalParams:
         True)
     copy_fields: list[str] = setting(
         "Fields (paths: key names down to the value, lists skipped) the copy constraint holds to "
-        "the description. contributors.name is left out by default: a name told in natural order "
-        "('Mark Levine') is recorded inverted ('Levine, Mark').",
-        factory=lambda: ["title", "publication.publisher", "publication.place", "publication.dateOfPublication",
+        "the description. contributors.name is held to the description's words as told or, for a "
+        "name told in natural order ('Peter H. English'), inverted ('English, Peter H.'); a name "
+        "starts with a capital, ends before a '; ', a line break, a subject's '--' or a '(role)', "
+        "and is written twice at most (a part of it counts: a model in a loop).",
+        factory=lambda: ["title", "contributors.name", "publication.publisher", "publication.place", "publication.dateOfPublication",
                          "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
     review_below: float = setting(
         "Flag a field for review when the model was less sure of it than this: the lowest "

@@ -1,0 +1,72 @@
+"""What the copy constraint costs: the share of the reference values it lets be written.
+
+For every row of the dataset's splits, writes the reference answer under the constraint
+(``eval.copy_fields``, against that row's own description, in the answer's order: a name or
+title written first claims what it was copied from) and counts the values it refuses, with or
+without the trailing ISBD punctuation the scorer ignores. A value the constraint forbids is one no model can get right under it
+(a name re-formed by the cataloger, a value the description does not tell word for word).
+
+    python benchmarks/copy_coverage.py [--data data/datasets/chat] [--fields title,contributors.name] [--show 10]
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def field_values(answer: dict, path: str) -> list[str]:
+    """The values at ``path`` (keys down to the value, lists skipped) of an answer."""
+    values = [answer]
+    for key in path.split("."):
+        nested = []
+        for value in values:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict) and key in item:
+                    nested.append(item[key])
+        values = nested
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return [v for v in flat if isinstance(v, str)]
+
+
+@click.command()
+@click.option("--data", "data_dir", default=str(REPO / "data" / "datasets" / "chat"), show_default=True,
+              help="Chat-layout folder with train.jsonl, valid.jsonl and test.jsonl.")
+@click.option("--fields", default="", help="Comma-separated paths (default: params.yaml's eval.copy_fields).")
+@click.option("--show", default=8, show_default=True, help="Forbidden values to print per field.")
+def main(data_dir, fields, show):
+    from folio_llm.decoding.constraints import description
+    from folio_llm.decoding.copy_constraint import refusals
+    from folio_llm.jsonl import load_jsonl
+    from folio_llm.params import load_params
+    from folio_llm.prompts import target_json
+
+    paths = fields.split(",") if fields else load_params(REPO / "params.yaml").eval.copy_fields
+    total, forbidden = Counter(), {p: [] for p in paths}
+    rows = 0
+    for split in ("train", "valid", "test"):
+        for row in load_jsonl(Path(data_dir) / f"{split}.jsonl"):
+            if "messages" not in row:
+                continue
+            rows += 1
+            text, answer = description(row["messages"]), json.loads(row["messages"][-1]["content"])
+            for path in paths:
+                total[path] += len(field_values(answer, path))
+            for path, value in refusals(text, target_json(answer), paths):
+                forbidden[path].append((value, text))
+    print(f"{rows} rows ({data_dir})")
+    print("| field | values | allowed | share |\n|---|---:|---:|---:|")
+    for path in paths:
+        allowed = total[path] - len(forbidden[path])
+        print(f"| {path} | {total[path]} | {allowed} | {allowed / max(total[path], 1):.3f} |")
+    for path in paths:
+        for value, text in forbidden[path][:show]:
+            print(f"{path}: {value!r}\n    in: {text[:200]!r}")
+
+
+if __name__ == "__main__":
+    main()
