@@ -230,8 +230,8 @@ class _Source:
         return out
 
     def for_names(self, starts: frozenset | None = None) -> _Source:
-        """This text as names are copied from it: spans cut before a "; " or a "(role)", ending
-        on a letter, digit or NAME_END."""
+        """This text as names are copied from it: spans cut before what NOT_IN_A_NAME finds,
+        ending on a letter, a digit or NAME_END."""
         ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END))
         cuts = tuple(m.end() for m in NOT_IN_A_NAME.finditer(self.text))
         return _Source(self.text, self.starts if starts is None else starts, ends_at, cuts)
@@ -342,7 +342,7 @@ class _Row:
     def spans(self, path: str, text: bytes) -> tuple[set[int], dict[int, bytes]]:
         """For a copied string holding ``text``: the tokens that go on along the description, and
         the tokens s + '"' + rest that go on by s and close it where a character ends. A name
-        already written MAX_SAME_NAME times is no longer a way to go on or to close."""
+        spent (``spent``) is no longer a way to close, nor to go on when nothing else lies beyond."""
         name = path in NAME_FIELDS
         spent = self.spent(text) if name else ()
         key = (name, text, spent)
@@ -438,7 +438,6 @@ class CopyProcessor:
 
         process.processor = processor
         return process
-
 
 
 def refusals(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS) -> list[tuple[str, str]]:
