@@ -1,10 +1,11 @@
 """What the copy constraint costs: the share of the reference values it lets be written.
 
 For every row of the dataset's splits, writes the reference answer under the constraint
-(``eval.copy_fields``, against that row's own description, in the answer's order: a name or
-title written first claims what it was copied from) and counts the values it refuses, with or
-without the trailing ISBD punctuation the scorer ignores. A value the constraint forbids is one no model can get right under it
-(a name re-formed by the cataloger, a value the description does not tell word for word).
+(``eval.copy_fields``, against that row's own description, in the answer's order: the names
+written before count for the repeat limit) and counts the values it refuses, with or without
+the trailing ISBD punctuation the scorer ignores. A value the constraint refuses is one no
+model can get right under it (a name the description does not tell in either form, a value it
+does not tell word for word).
 
     python benchmarks/copy_coverage.py [--data data/datasets/chat] [--fields title,contributors.name] [--show 10]
 """
