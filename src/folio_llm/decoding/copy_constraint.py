@@ -36,9 +36,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-COPY_FIELDS = ("title", "contributors.name", "publication.publisher", "publication.place",
-               "publication.dateOfPublication", "subjects.value", "identifiers.value", "editions",
-               "physicalDescriptions", "series.value")
+from folio_llm.sections.eval import COPY_FIELDS
+
 NAME_FIELDS = frozenset({"contributors.name"})
 NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n)| (?=\([a-z])")  # before the next name, a subject's "--", a line break, "(author)"
 NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or digit
@@ -277,7 +276,8 @@ def _inversions(escaped: str, desc: _Source) -> list[_Source]:
 
 
 def _bare(value: bytes) -> bytes:
-    """A value as the scorer compares it: without trailing ISBD punctuation."""
+    """A value as the scorer compares it, without trailing ISBD punctuation (``styles.clean``
+    on escaped bytes)."""
     return value.rstrip(b" .,;:/")
 
 

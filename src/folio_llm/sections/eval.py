@@ -7,6 +7,11 @@ from typing import Literal
 
 from folio_llm.typed_config import ParamsError, setting
 
+# the told fields whose values the copy constraint holds to the description (decoding.copy_constraint)
+COPY_FIELDS = ("title", "contributors.name", "publication.publisher", "publication.place",
+               "publication.dateOfPublication", "subjects.value", "identifiers.value", "editions",
+               "physicalDescriptions", "series.value")
+
 
 @dataclass
 class EvalParams:
@@ -31,8 +36,7 @@ class EvalParams:
         "name told in natural order ('Peter H. English'), inverted ('English, Peter H.'); a name "
         "starts with a capital, ends before a '; ', a line break, a subject's '--' or a '(role)', "
         "and is written twice at most (a part of it counts: a model in a loop).",
-        factory=lambda: ["title", "contributors.name", "publication.publisher", "publication.place", "publication.dateOfPublication",
-                         "subjects.value", "identifiers.value", "editions", "physicalDescriptions", "series.value"])
+        factory=lambda: list(COPY_FIELDS))
     review_below: float = setting(
         "Flag a field for review when the model was less sure of it than this: the lowest "
         "probability, under the decoding constraints, of the tokens that decided it (its key, "
