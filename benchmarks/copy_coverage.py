@@ -20,20 +20,6 @@ import click
 REPO = Path(__file__).resolve().parent.parent
 
 
-def field_values(answer: dict, path: str) -> list[str]:
-    """The values at ``path`` (keys down to the value, lists skipped) of an answer."""
-    values = [answer]
-    for key in path.split("."):
-        nested = []
-        for value in values:
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, dict) and key in item:
-                    nested.append(item[key])
-        values = nested
-    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
-    return [v for v in flat if isinstance(v, str)]
-
-
 @click.command()
 @click.option("--data", "data_dir", default=str(REPO / "data" / "datasets" / "chat"), show_default=True,
               help="Chat-layout folder with train.jsonl, valid.jsonl and test.jsonl.")
@@ -41,7 +27,7 @@ def field_values(answer: dict, path: str) -> list[str]:
 @click.option("--show", default=8, show_default=True, help="Forbidden values to print per field.")
 def main(data_dir, fields, show):
     from folio_llm.decoding.constraints import description
-    from folio_llm.decoding.copy_constraint import refusals
+    from folio_llm.decoding.copy_constraint import copied_values
     from folio_llm.jsonl import load_jsonl
     from folio_llm.params import load_params
     from folio_llm.prompts import target_json
@@ -55,10 +41,10 @@ def main(data_dir, fields, show):
                 continue
             rows += 1
             text, answer = description(row["messages"]), json.loads(row["messages"][-1]["content"])
-            for path in paths:
-                total[path] += len(field_values(answer, path))
-            for path, value in refusals(text, target_json(answer), paths):
-                forbidden[path].append((value, text))
+            for path, value, allowed in copied_values(text, target_json(answer), paths):
+                total[path] += 1
+                if not allowed:
+                    forbidden[path].append((value, text))
     print(f"{rows} rows ({data_dir})")
     print("| field | values | allowed | share |\n|---|---:|---:|---:|")
     for path in paths:

@@ -440,16 +440,16 @@ class CopyProcessor:
         return process
 
 
-def refusals(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS) -> list[tuple[str, str]]:
-    """(path, value) of each copied value of ``answer`` (compact JSON, as the model writes it)
-    that the copy constraint would not let be written against ``description``, with or without
-    the trailing ISBD punctuation the scorer ignores."""
+def copied_values(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS) -> list[tuple[str, str, bool]]:
+    """(path, value, allowed) of each copied value of ``answer`` (compact JSON, as the model
+    writes it): whether the copy constraint would let it be written against ``description``,
+    with or without the trailing ISBD punctuation the scorer ignores."""
     row, out = _Row(None, description, frozenset(fields)), []
     for byte in answer.encode():
         state = row.state
         if state.mode == "copy" and byte == QUOTE and not state.escape:
             path = state.value_path()
-            if not (row.found(path, state.text, True) or row.found(path, _bare(state.text), True)):
-                out.append((path, json.loads(b'"' + state.text + b'"')))
+            allowed = row.found(path, state.text, True) or row.found(path, _bare(state.text), True)
+            out.append((path, json.loads(b'"' + state.text + b'"'), allowed))
         row.feed_bytes(bytes((byte,)))
     return out
