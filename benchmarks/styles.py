@@ -6,8 +6,10 @@ model on each with the evaluate stage's decoding (JSON schema, copy constraint p
 against the whole record.
 
     python benchmarks/styles.py [--rows 100] [--styles oneline,isbd] [--no-copy] [--adapter models/adapter]
+                                [--predictions DIR]
 
-One line per style: `style=… n=… macro=… told=… [ci] inferred=… seconds=…`.
+One line per style: `style=… n=… macro=… told=… [ci] inferred=…`, then per field its score and
+how many answers wrote it where the reference has none (`place=0.80/made-up 3`), and the seconds.
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ def test_records(meta: list[dict], denormalized: Path) -> list[tuple[str, dict]]
 @click.option("--styles", default="", help="Comma-separated styles [default: all of params.dataset.styles].")
 @click.option("--copy/--no-copy", default=None, help="Copy constraint [default: params.eval.copy_constraint].")
 @click.option("--params", "params_path", default=str(REPO / "params.yaml"), show_default=True)
-def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, params_path):
+@click.option("--predictions", "predictions_dir", default="",
+              help="Write each style's answers and field outcomes to DIR/<style>.jsonl.")
+def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, params_path, predictions_dir):
     from folio_llm.decoding.constraints import decoding_constraint
     from folio_llm.decoding.generate import load_for_inference
     from folio_llm.evaluation.run import evaluate_model
@@ -65,12 +69,17 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
         started = time.perf_counter()
         report = evaluate_model(model, tokenizer, [{"messages": e.messages} for e in examples],
                                 [e.meta() for e in examples], batch_size=params.eval.batch_size,
+                                predictions_path=Path(predictions_dir) / f"{style}.jsonl" if predictions_dir else None,
                                 max_new_tokens=params.eval.max_new_tokens, logits_processor_factory=factory,
                                 train_answers=train_answers, untold_targets=params.dataset.untold_targets)
         ci = report["macro_transcribed_ci"] or [float("nan")] * 2
         click.echo(f"style={style} n={report['n']} macro={report['macro']:.3f} told={report['macro_transcribed']:.3f} "
                    f"[{ci[0]:.3f}, {ci[1]:.3f}] inferred={report['macro_inferred']:.3f} "
-                   f"seconds={time.perf_counter() - started:.0f}", err=False)
+                   + " ".join(f"{name}={report['fields'][name]['score']:.2f}"
+                              f"/made-up {report['fields'][name]['hallucinated']}"
+                              for name in ("title", "contributors", "publisher", "place", "subjects",
+                                           "physicalDescriptions"))
+                   + f" seconds={time.perf_counter() - started:.0f}", err=False)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,8 @@ def test_every_name_a_real_description_tells_can_be_written(real_dataset):
     1 in 100 at most (and names starting lower-case: the constraint wants a capital)."""
     from folio_llm.decoding.constraints import description
     from folio_llm.jsonl import load_jsonl
-    from folio_llm.styles import clean, natural_name
+    from folio_llm.clauses import clean
+    from folio_llm.styles import natural_name
 
     told, refused = 0, []
     for split in ("train", "valid", "test"):

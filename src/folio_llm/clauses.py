@@ -12,6 +12,12 @@ _DOUBLE_STOP = re.compile(r"(?<!\.)([.?!])\.(?!\.)")
 _DANGLING_SEPARATOR = re.compile(r"(:)\s*[,;:]\s*")
 
 
+def clean(value) -> str:
+    """A value as written inside running text: without the ISBD punctuation that closes it in
+    the record ("Sage Publications." -> "Sage Publications"; scoring ignores it too)."""
+    return str(value or "").strip().rstrip(" .:;,/").strip()
+
+
 def _fill(text: str, values: dict[str, str]) -> str:
     def put(match: re.Match) -> str:
         return values.get(match.group(1), "")

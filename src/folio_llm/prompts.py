@@ -88,8 +88,12 @@ class PromptRenderer:
         system = self.params.system_prompts[rng.randrange(len(self.params.system_prompts))]
         drawn = draw_style(rng, self.params.styles)
         left_out = self.left_out(record, key, leave_out)
-        user, told, telling = describe(record, style or drawn, rng, self.params, left_out)
+        user, parts = describe(record, style or drawn, rng, self.params, left_out)
+        told, telling = parts.told, parts.telling
         reference = self.record_fields(record)
+        if parts.restated:  # a text that tells part of the record is scored on that part
+            reference = {f: parts.restated.get(f, v) for f, v in reference.items()
+                         if f in told or f not in self.params.prompt_fields}
         untold = set(self.params.untold_targets)
         target = {f: v for f, v in reference.items() if f in told or f in untold}
         messages = [

@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from folio_llm.clauses import clause_values, render_clause
+from folio_llm.clauses import clause_values, clean, render_clause
+from folio_llm.sections.dataset import CSL_STYLES
 from folio_llm.sections.dataset import DatasetParams
 
 # MARC language codes a description would name in words (the rest are told by code or not at all)
@@ -50,12 +51,6 @@ class Telling:
                    rng.random() < tell.natural_names, rng.random() < tell.line_breaks)
 
 
-def clean(value) -> str:
-    """A value as written inside running text: without the ISBD punctuation that closes it in
-    the record ("Sage Publications." -> "Sage Publications"; scoring ignores it too)."""
-    return str(value or "").strip().rstrip(" .:;,/").strip()
-
-
 def id_text(identifier: tuple[str, str]) -> str:
     return " ".join(part for part in identifier if part)
 
@@ -79,6 +74,9 @@ class Parts:
                  left_out: frozenset[str] = frozenset()):
         self.record, self.telling, self.separator = record, telling, separator
         self.told: set[str] = set()
+        # a style that restates values (a citation's "Levine, M.", its year alone) gives them here,
+        # in the record's shapes; its answer and reference then hold only what it tells
+        self.restated: dict[str, object] = {}
         # the prompt fields, plus what a row may tell beyond them, less what this row leaves out
         self.fields = (set(fields) | {"languages", "classifications"}) - left_out
 
@@ -311,8 +309,24 @@ def sentence(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
     return text.strip()
 
 
+def citation(csl_style: str) -> Callable[[Parts, random.Random, DatasetParams], str]:
+    """A reference as a bibliography or reading list has it, in the CSL style ``csl_style``
+    (citations.py): the title, the names it cites, the publication as the style gives it."""
+    def cited(parts: Parts, rng: random.Random, params: DatasetParams) -> str:
+        from folio_llm.citations import cite
+
+        reference = cite(parts.record, csl_style, parts.fields)
+        parts.restated = reference.values
+        parts.told.update(reference.values)
+        return reference.text
+
+    cited.__doc__ = f"A reference in the CSL style {csl_style!r}."
+    return cited
+
+
 STYLES: dict[str, Callable[[Parts, random.Random, DatasetParams], str]] = {
     "clauses": clauses, "oneline": oneline, "isbd": isbd, "labels": labels, "sentence": sentence,
+    **{name: citation(csl) for name, csl in CSL_STYLES.items()},
 }
 
 
@@ -322,10 +336,10 @@ def draw_style(rng: random.Random, weights: dict[str, float]) -> str:
 
 
 def describe(record: dict, style: str, rng: random.Random, params: DatasetParams,
-             left_out: frozenset[str] = frozenset()) -> tuple[str, set[str], Telling]:
-    """(description, target fields it tells, what was drawn) of ``record`` in ``style``,
-    telling none of the fields ``left_out``."""
+             left_out: frozenset[str] = frozenset()) -> tuple[str, Parts]:
+    """(description, what it tells: ``Parts.told``, ``.restated``, ``.telling``) of ``record`` in
+    ``style``, telling none of the fields ``left_out``."""
     telling = Telling.draw(rng, params)
     parts = Parts(record, telling, params.list_separator, params.prompt_fields, left_out)
     text = STYLES[style](parts, rng, params)
-    return text, parts.told, telling
+    return text, parts

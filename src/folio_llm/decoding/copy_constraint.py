@@ -276,7 +276,7 @@ def _inversions(escaped: str, desc: _Source) -> list[_Source]:
 
 
 def _bare(value: bytes) -> bytes:
-    """A value as the scorer compares it, without trailing ISBD punctuation (``styles.clean``
+    """A value as the scorer compares it, without trailing ISBD punctuation (``clauses.clean``
     on escaped bytes)."""
     return value.rstrip(b" .,;:/")
 

@@ -39,7 +39,16 @@ class SplitParams:
     test: float = setting("Share of rows for the held-out test set.", 0.1)
 
 
-STYLE_NAMES = ("clauses", "oneline", "isbd", "labels", "sentence")
+# the citation styles: the dataset's name -> the CSL style citeproc-py renders it with
+CSL_STYLES = {
+    "apa": "apa",
+    "mla": "modern-language-association",
+    "chicago": "chicago-author-date",
+    "harvard": "harvard-cite-them-right",
+    "ieee": "ieee",
+}
+STYLE_NAMES = ("clauses", "oneline", "isbd", "labels", "sentence", *CSL_STYLES)
+DEFAULT_STYLE_WEIGHTS = {**{name: 1.0 for name in STYLE_NAMES}, **{name: 0.3 for name in CSL_STYLES}}
 
 
 @dataclass
@@ -94,9 +103,11 @@ class DatasetParams:
     styles: dict[str, float] = setting(
         "Description styles and their weights; each row draws one (seeded): 'clauses' (the phrasings "
         "above), 'oneline' (the write-up's 'For Title. Published in 1935 by X, Place Subjects are A, B.'), "
-        "'isbd' ('Title / names. — Place : Publisher, Date. — Extent.'), 'labels' ('Title: …' lines) "
-        "and 'sentence' (free prose).",
-        factory=lambda: {name: 1.0 for name in STYLE_NAMES})
+        "'isbd' ('Title / names. — Place : Publisher, Date. — Extent.'), 'labels' ('Title: …' lines), "
+        "'sentence' (free prose), and references as bibliographies cite them, rendered by citeproc-py: "
+        "'apa', 'mla', 'chicago' (author-date), 'harvard' (Cite Them Right), 'ieee'. A reference tells "
+        "less (initials, no place in APA and MLA, the year alone): its answer holds only what it tells.",
+        factory=lambda: dict(DEFAULT_STYLE_WEIGHTS))
     tell: TellParams = setting("What rows state beyond the prompt fields, as shares of rows.", factory=TellParams)
     untold_targets: list[str] = setting(
         "Target fields the answer holds even when the description does not tell them (the model "
