@@ -169,6 +169,9 @@ CHEW = ('"Francis Thornton Chew papers, 1841-1881" by Chew, Francis Thornton, 18
 DUTSCHKE = ("THE GLEN VALLEY TRAGEDY : DEATH IN THE HIGH COUNTRY / Richard Dutschke. — [Victoria] : Sue Kennedy "
             "Publishing, [2022]. Names: RICHARD JOHN DUTSCHKE, 1963-. Subjects: Forsyth, Donald")
 FIRTH = "By J. (John) Firth (cartographer); compiled by John Deckert; Charles de Gaulle; Rachel Bowlby, 1957-."
+# references as the dataset's citation styles print them (the answers a model wrote run two names together)
+MERCHANT = "Merchant, Suzanne, and Mills & Boon Forever. 2022. Their Wildest Safari Dream. HarperCollins Publishers."
+FAULKNER = "Faulkner, T., & Land, S. (2022). Aussie Ark. Echo Publishing. Price, Norman, et al. The Pineapple Queen."
 
 
 def names_answer(*names: str) -> str:
@@ -181,6 +184,8 @@ def names_answer(*names: str) -> str:
     (CHEW, ["Chew, Francis Thornton, 1841-1893", "Chew, Francis Thornton"]),
     (DUTSCHKE, ["DUTSCHKE, RICHARD JOHN, 1963-", "Dutschke, Richard", "RICHARD JOHN DUTSCHKE, 1963-"]),
     (FIRTH, ["Firth, J. (John)", "Deckert, John", "de Gaulle, Charles", "Bowlby, Rachel, 1957-", "Bowlby, Rachel"]),
+    (MERCHANT, ["Merchant, Suzanne", "Mills & Boon Forever"]),
+    (FAULKNER, ["Faulkner, T.", "Land, S.", "Price, Norman"]),
 ])
 def test_a_name_is_built_from_the_description_words(tokenizer, index, description, names):
     """As told, or inverted "Surname, Given names" from a name told in natural order."""
@@ -200,6 +205,9 @@ def test_a_name_is_built_from_the_description_words(tokenizer, index, descriptio
     (FIRTH, "compiled by John Deckert", ""),  # a name starts with a capital
     (FIRTH, "Firth, J. (John) (cartographer)", "Firth, J. (John) "),  # no role word in brackets
     (FIRTH, "Firth, J. (John) (", "Firth, J. (John) "),  # nor a name closed on its way to one
+    (MERCHANT, "Merchant, Suzanne, and Mills & Boon Forever", "Merchant, Suzanne"),  # a citation's ", and "
+    (FAULKNER, "Faulkner, T., & Land, S.", "Faulkner, T."),  # ", & "
+    (FAULKNER, "Price, Norman, et al.", "Price, Norman"),  # "et al." is no part of a name
 ])
 def test_a_name_not_in_the_description_is_blocked(tokenizer, index, description, name, allowed):
     """Blocked at the token that leaves the longest allowed beginning of the name."""

@@ -171,8 +171,9 @@ def summary_text(report: dict) -> str:
         "OpenAI format checks: "
         + ", ".join(f"{k} {v}" for k, v in report["openai_checks"].items()),
         "",
-        "Per field, share of rows: in the record; told by the description; in the answer without "
-        "being told (inferred); left out of the answer because nothing told it.",
+        "Per field, share of rows: in the reference the row is scored against (the record; for a "
+        "citation, the part it tells); told by the description; in the answer without being told "
+        "(inferred); left out of the answer because nothing told it.",
         "",
         "| field | present | told | inferred | left out |",
         "|---|---|---|---|---|",

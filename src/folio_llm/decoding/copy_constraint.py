@@ -39,7 +39,9 @@ from typing import Iterable
 from folio_llm.sections.eval import COPY_FIELDS
 
 NAME_FIELDS = frozenset({"contributors.name"})
-NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n)| (?=\([a-z])")  # before the next name, a subject's "--", a line break, "(author)"
+# where a name cannot go on: before the next name ("; ", and a citation's ", and " / ", & " /
+# ", et al."), a subject's "--", a line break, "(author)"
+NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n|, (?:and |& |et al\.))| (?=\([a-z])")
 NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or digit
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 
