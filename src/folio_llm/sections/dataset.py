@@ -106,7 +106,7 @@ class DatasetParams:
         "'isbd' ('Title / names. — Place : Publisher, Date. — Extent.'), 'labels' ('Title: …' lines), "
         "'sentence' (free prose), and references as bibliographies cite them, rendered by citeproc-py: "
         "'apa', 'mla', 'chicago' (author-date), 'harvard' (Cite Them Right), 'ieee'. A reference tells "
-        "less (initials, no place in APA and MLA, the year alone): its answer holds only what it tells.",
+        "less (initials, no place in APA, MLA and Chicago, the year alone): its answer holds only what it tells.",
         factory=lambda: dict(DEFAULT_STYLE_WEIGHTS))
     tell: TellParams = setting("What rows state beyond the prompt fields, as shares of rows.", factory=TellParams)
     untold_targets: list[str] = setting(
