@@ -76,8 +76,9 @@ def build_tiny_base(folder: Path) -> Path:
     return folder
 
 
-def build_real_dataset(folder: Path, records: int = 300) -> Path:
-    """Dataset layouts from the first ``records`` real MARC records, through the real stages."""
+def build_real_dataset(folder: Path, records: int = 300, dataset: dict | None = None) -> Path:
+    """Dataset layouts from the first ``records`` real MARC records, through the real stages
+    (``dataset``: params of the dataset section, beside the defaults)."""
     import itertools
 
     from folio_llm.dataset import build_examples, write_layouts
@@ -87,7 +88,7 @@ def build_real_dataset(folder: Path, records: int = 300) -> Path:
     from folio_llm.records import Denormalizer
     from folio_llm.sources import iter_marc_instances
 
-    params = parse_params({})
+    params = parse_params({"dataset": dataset or {}})
     reference = ReferenceData.load(REFERENCE)
     engine = RuleEngine.from_files(RULES, REFERENCE)
     denormalize = Denormalizer(reference, params.denormalize.fields, params.denormalize.identifier_types)
@@ -105,6 +106,16 @@ def tiny_base(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_dataset(tmp_path_factory):
     return build_real_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def described_dataset(tmp_path_factory):
+    """The real dataset in the five description styles only, so every answer is its whole record
+    (a citation's answer holds the part it tells)."""
+    from folio_llm.sections.dataset import CSL_STYLES, STYLE_NAMES
+
+    styles = {name: 0.0 if name in CSL_STYLES else 1.0 for name in STYLE_NAMES}
+    return build_real_dataset(tmp_path_factory.mktemp("described"), dataset={"styles": styles})
 
 
 @pytest.fixture(scope="session")

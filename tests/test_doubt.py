@@ -68,7 +68,7 @@ def test_a_field_is_as_sure_as_the_least_sure_token_that_decided_it(tiny_base, r
 
 
 @pytest.mark.slow
-def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base, smollm2_gguf, real_dataset):
+def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base, smollm2_gguf, described_dataset):
     """The confidence is read beside decoding, never changing it: transformers and llama.cpp
     answers are those of plain generation, every field the answer holds is scored, and a token
     the grammar forces costs no confidence."""
@@ -76,7 +76,7 @@ def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base
     from folio_llm.decoding import llamacpp
     from folio_llm.decoding.constraints import schema_processor_factory
 
-    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(real_dataset / "openai" / "test.jsonl")]
+    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(described_dataset / "openai" / "test.jsonl")]
     record = next(r for r in records if len(r.get("contributors") or []) <= 1)
     conversations = [[{"role": "user", "content": repeat_request(record)}]]
 
@@ -101,8 +101,8 @@ def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base
 
 
 @pytest.mark.slow
-def test_predict_lists_the_fields_to_review_beside_the_record(smollm2_base, real_dataset, tmp_path):
-    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(real_dataset / "openai" / "test.jsonl")]
+def test_predict_lists_the_fields_to_review_beside_the_record(smollm2_base, described_dataset, tmp_path):
+    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(described_dataset / "openai" / "test.jsonl")]
     record = next(r for r in records if len(r.get("contributors") or []) <= 1)
     outputs = {}
     for below in (0.0, 1.0):
