@@ -114,7 +114,7 @@ class CitedName:
         for given in _given_forms(self.given):
             if f"{self.family}, {given}" in text or f"{given} {self.family}" in text:
                 return f"{self.family}, {given}"
-        return self.family if not self.given and self.family in text else ""
+        return ""
 
 
 def _given_forms(given: str) -> list[str]:
