@@ -71,7 +71,8 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
                                 [e.meta() for e in examples], batch_size=params.eval.batch_size,
                                 predictions_path=Path(predictions_dir) / f"{style}.jsonl" if predictions_dir else None,
                                 max_new_tokens=params.eval.max_new_tokens, logits_processor_factory=factory,
-                                train_answers=train_answers, untold_targets=params.dataset.untold_targets)
+                                train_answers=train_answers, untold_targets=params.dataset.untold_targets,
+                                draft_tokens=params.eval.draft_tokens)
         ci = report["macro_transcribed_ci"] or [float("nan")] * 2
         click.echo(f"style={style} n={report['n']} macro={report['macro']:.3f} told={report['macro_transcribed']:.3f} "
                    f"[{ci[0]:.3f}, {ci[1]:.3f}] inferred={report['macro_inferred']:.3f} "

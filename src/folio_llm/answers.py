@@ -180,7 +180,7 @@ class JsonObjectEnd:
         self.scanners = [JsonScanner() for _ in range(batch_size)]
         self.done = [False] * batch_size
 
-    def _feed(self, row: int, text: str) -> None:
+    def feed(self, row: int, text: str) -> None:
         scanner = self.scanners[row]
         for char in text:
             if self.done[row]:
@@ -192,7 +192,7 @@ class JsonObjectEnd:
 
         if input_ids.shape[1] > self.prompt_width:
             for row, token in enumerate(input_ids[:, -1].tolist()):
-                self._feed(row, self.tokenizer.decode([token]))
+                self.feed(row, self.tokenizer.decode([token]))
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 

@@ -165,25 +165,26 @@ class Generator:
     max_new_tokens: int = 768
     schema: dict | None = None  # constrained decoding to this JSON schema
     copy_fields: list[str] | None = None  # values held to verbatim spans of the description
+    draft_tokens: int = 0  # draft-then-verify (transformers)
     _constraint: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
              batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None,
-             copy_fields: list[str] | None = None) -> "Generator":
+             copy_fields: list[str] | None = None, draft_tokens: int = 0) -> "Generator":
         if backend == "llama.cpp":
             from folio_llm.decoding.llamacpp import json_grammar, load_gguf
 
             llm, tokenizer = load_gguf(model)
             return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema, copy_fields,
-                       json_grammar(schema) if schema else None)
+                       _constraint=json_grammar(schema) if schema else None)
         from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
         from folio_llm.decoding.generate import load_for_inference
 
         loaded, tokenizer = load_for_inference(model, adapter, dtype)
         constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
                              copy_processor_factory(tokenizer, copy_fields) if copy_fields else None)
-        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, constraint)
+        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, draft_tokens, constraint)
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         return [answer.text for answer in self.answer_scored(conversations, progress)]
@@ -199,7 +200,8 @@ class Generator:
         from folio_llm.decoding.generate import generate_scored
 
         return generate_scored(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
-                               self._constraint, progress=progress, schema=self.schema)
+                               self._constraint, progress=progress, schema=self.schema,
+                               draft_tokens=self.draft_tokens)
 
     def close(self) -> None:
         # llama-cpp-python frees a model left to interpreter shutdown with a traceback

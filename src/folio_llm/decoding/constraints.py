@@ -26,18 +26,33 @@ class SchemaProcessor:
         self.started = False
 
     def __call__(self, input_ids, scores):
-        for row, matcher in enumerate(self.matchers):
-            if self.started and not (self.stopped[row] or matcher.is_terminated()):
-                token = int(input_ids[row, -1])
-                if token == self.pad_token_id:
-                    self.stopped[row] = True
-                elif not matcher.accept_token(token):
-                    raise RuntimeError(f"the grammar refused token {token} it allowed a step before")
-            if not (self.stopped[row] or matcher.is_terminated()):
-                matcher.fill_next_token_bitmask(self.bitmask, row)
+        if self.started:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self.accept(row, token)
         self.started = True
+        return self.restrict(range(len(self.matchers)), scores)
+
+    def accept(self, row: int, token: int) -> None:
+        """Row ``row`` wrote ``token`` (greedy decoding chose it under this processor's mask)."""
+        matcher = self.matchers[row]
+        if self.stopped[row] or matcher.is_terminated():
+            return
+        if token == self.pad_token_id:
+            self.stopped[row] = True
+        elif not matcher.accept_token(token):
+            raise RuntimeError(f"the grammar refused token {token} it allowed a step before")
+
+    def restrict(self, rows, scores):
+        """Mask ``scores`` (one line per row of ``rows``, in order) to what each row's grammar allows next."""
+        rows = list(rows)
+        bitmask = self.bitmask[:len(rows)]
+        for slot, row in enumerate(rows):
+            if self.stopped[row] or self.matchers[row].is_terminated():
+                bitmask[slot] = -1  # all bits set: nothing forbidden
+            else:
+                self.matchers[row].fill_next_token_bitmask(bitmask, slot)
         masked = scores.to("cpu") if scores.device.type != "cuda" else scores
-        self.xgr.apply_token_bitmask_inplace(masked, self.bitmask.to(masked.device))
+        self.xgr.apply_token_bitmask_inplace(masked, bitmask.to(masked.device))
         return masked.to(scores.device)
 
 

@@ -408,9 +408,18 @@ class CopyProcessor:
     def __call__(self, input_ids, scores):
         new = input_ids[:, self.prompt_width + self.seen:].tolist()
         self.seen += len(new[0]) if new else 0
-        for row, tokens, line in zip(self.rows, new, scores):
+        for row, tokens in zip(self.rows, new):
             row.feed(tokens)
-            self._apply(row.mask(), line)
+        return self.restrict(range(len(self.rows)), scores)
+
+    def accept(self, row: int, token: int) -> None:
+        """Row ``row`` wrote ``token``."""
+        self.rows[row].feed([token])
+
+    def restrict(self, rows, scores):
+        """Mask ``scores`` (one line per row of ``rows``, in order) to what each row may copy next."""
+        for row, line in zip(rows, scores):
+            self._apply(self.rows[row].mask(), line)
         return scores
 
     def _apply(self, mask: tuple[bool, list[int]] | None, line) -> None:

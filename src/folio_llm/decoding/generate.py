@@ -1,5 +1,11 @@
 """Batched greedy generation with a KV cache: the prompts are rendered by the chat template
-(``models.prompt_text``), the same renderer training used."""
+(``models.prompt_text``), the same renderer training used.
+
+Two loops give the same greedy answers: transformers' own ``generate`` (``draft_tokens=0``), and
+draft-then-verify (``verified_batch``): each step drafts up to ``draft_tokens`` tokens per row
+(``decoding.drafting``), runs them through the model in one forward pass, and keeps them while
+each is the token greedy decoding picks under the constraints; the first one that is not is
+replaced by the model's own choice. A row that is done leaves the batch at once."""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from typing import Sequence
 from tqdm import tqdm
 
 from folio_llm.answers import JsonObjectEnd
-from folio_llm.decoding.doubt import ScoredAnswer, TokenProbabilities, closing_tokens, scored_answer
+from folio_llm.decoding.attention import use_folded_attention
+from folio_llm.decoding.doubt import ScoredAnswer, TokenProbabilities, chosen_probability, closing_tokens, scored_answer
+from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
 from folio_llm.models import prompt_text
 
 
@@ -51,6 +59,7 @@ def load_for_inference(model_dir: str | Path, adapter_dir: str | Path | None = N
             tokenizer_dir = adapter_dir
     tokenizer = load_tokenizer(str(tokenizer_dir))
     tokenizer.padding_side = "left"  # generation continues from the last position of every row
+    use_folded_attention(model)  # drafts verified without copying the cache; one-token steps as before
     model.eval()
     return model, tokenizer
 
@@ -93,7 +102,8 @@ class RepetitionLoop:
 
 
 def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
-             max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True) -> list[str]:
+             max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
+             draft_tokens: int = 0) -> list[str]:
     """Greedy answers for each conversation (its assistant message, if any, is left out).
 
     Rows are generated in order of prompt length so a batch wastes little on padding;
@@ -101,15 +111,17 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_si
     batch, prompt width)`` gives fresh logits processors per batch (constrained decoding).
     """
     return [answer.text for answer in generate_scored(model, tokenizer, conversations, batch_size, max_new_tokens,
-                                                      logits_processor_factory, progress)]
+                                                      logits_processor_factory, progress, draft_tokens=draft_tokens)]
 
 
 def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
                     max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
-                    schema: dict | None = None) -> list[ScoredAnswer]:
+                    schema: dict | None = None, draft_tokens: int = 0,
+                    draft_stats: DraftStats | None = None) -> list[ScoredAnswer]:
     """:func:`generate`'s answers, each with how sure the model was of every field
     (``decoding.doubt``; with the JSON ``schema`` decoding was held to, also of the fields it
-    left out)."""
+    left out). ``draft_tokens`` > 0: decoded by :func:`verified_batch`, drafting that many and
+    counting in ``draft_stats``."""
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -118,11 +130,21 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
     answers: list[ScoredAnswer] = [ScoredAnswer("")] * len(prompts)
     closes = torch.tensor(closing_tokens(tokenizer, model.config.vocab_size))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    answered = NgramIndex(DRAFT_NGRAM)  # the run's answers, drafts for the rows after them
     for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
         encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         width = encoded["input_ids"].shape[1]
         processors = list(logits_processor_factory([conversations[i] for i in batch], width)
                           if logits_processor_factory is not None else [])
+        if draft_tokens > 0:
+            lookup = PromptLookup([row[mask.bool()].tolist() for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])],
+                                  answered, draft_tokens)
+            written = verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens, lookup,
+                                     stop_at_object_end=logits_processor_factory is None,
+                                     stats=draft_stats if draft_stats is not None else DraftStats())
+            for row, (tokens, probabilities) in zip(batch, written):
+                answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
+            continue
         recorder = TokenProbabilities(len(batch), closes)
         # under a grammar the answer ends with end-of-turn right after the object anyway
         stop = StoppingCriteriaList([RepetitionLoop(width, len(batch))] + (
@@ -138,3 +160,101 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
                 tokens.pop()
             answers[row] = scored_answer(tokenizer, tokens, recorder.rows[slot], schema)
     return answers
+
+
+DRAFT_NGRAM = 3  # the longest tail a draft is looked up by
+NEG_INF = float("-inf")
+
+
+def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens: int, lookup: PromptLookup,
+                   stop_at_object_end: bool, stats: DraftStats) -> list[tuple[list[int], list[float]]]:
+    """Greedy answers of one left-padded batch, drafted by ``lookup`` and verified: per row its
+    tokens and the probability of each under the constraints (``processors``, which take each
+    row's tokens one by one: ``restrict(rows, scores)``, ``accept(row, token)``).
+
+    The cache keeps the drafted tokens the model did not confirm; they are masked out of
+    attention and positions count only the kept ones, so every kept token sees exactly the
+    context plain greedy decoding gives it."""
+    import torch
+    from transformers import DynamicCache
+
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    rows = ids.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    probabilities: list[list[float]] = [[] for _ in range(rows)]
+    loops = RepetitionLoop(0, rows)
+    object_end = JsonObjectEnd(tokenizer, 0, rows) if stop_at_object_end else None
+
+    def finished(row: int) -> bool:
+        answer = tokens[row]
+        if answer[-1] == tokenizer.eos_token_id or len(answer) >= max_new_tokens:
+            return True
+        if object_end is not None:
+            object_end.feed(row, tokenizer.decode(answer[-1:]))
+            if object_end.done[row]:
+                return True
+        return len(answer) >= loops.min_span and loops.looping(answer)
+
+    live = list(range(rows))  # the row in each slot of the model's batch
+    cache = DynamicCache(config=model.config)
+    kept = mask.sum(dim=-1)  # tokens each slot has in the cache, drafts it did not keep not counted
+    with torch.inference_mode():
+        positions = (mask.cumsum(dim=-1) - 1).masked_fill(mask == 0, 1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                       use_cache=True, logits_to_keep=1).logits
+        stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + rows
+        drafts: list[list[int]] = [[] for _ in live]
+        fed = 0  # tokens per row the last forward pass added to the cache (the prompt's pass: none counted here)
+        while True:
+            confirmed, following, done = [0] * len(live), [0] * len(live), [False] * len(live)
+            checking = list(range(len(live)))
+            for step in range(logits.shape[1]):
+                if not checking:
+                    break
+                scores = logits[checking, step].float()
+                for processor in processors:
+                    scores = processor.restrict([live[slot] for slot in checking], scores)
+                choices = scores.argmax(dim=-1)
+                chosen = chosen_probability(scores, choices, closes).tolist()
+                stats.forced += int(((scores > NEG_INF).sum(dim=-1) == 1).sum())
+                still = []
+                for slot, token, probability in zip(checking, choices.tolist(), chosen):
+                    row = live[slot]
+                    tokens[row].append(token)
+                    probabilities[row].append(probability)
+                    for processor in processors:
+                        processor.accept(row, token)
+                    if finished(row):
+                        done[slot] = True
+                    elif step < len(drafts[slot]) and drafts[slot][step] == token:
+                        confirmed[slot] += 1
+                        still.append(slot)
+                    else:
+                        following[slot] = token
+                checking = still
+            stats.tokens += len(live) + sum(confirmed)
+            stats.confirmed += sum(confirmed)
+            if fed:  # the cache holds the step's input: keep what was confirmed, mask the rest
+                grown = torch.tensor([[1] * (1 + confirmed[slot]) + [0] * (fed - 1 - confirmed[slot])
+                                      for slot in range(len(live))], dtype=mask.dtype)
+                mask, kept = torch.cat([mask, grown], dim=-1), kept + grown.sum(dim=-1)
+            for slot, row in enumerate(live):
+                lookup.wrote(tokens[row], len(tokens[row]) - 1 - confirmed[slot])
+            stay = [slot for slot in range(len(live)) if not done[slot]]
+            if not stay:
+                break
+            if len(stay) < len(live):
+                index = torch.tensor(stay)
+                cache.batch_select_indices(index)
+                mask, kept = mask[index], kept[index]
+                live, following = [live[s] for s in stay], [following[s] for s in stay]
+            drafts = [lookup.draft(row, tokens[row]) for row in live]
+            fed = width = 1 + max(len(draft) for draft in drafts)
+            stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
+            stats.drafted += sum(len(draft) for draft in drafts)
+            step_ids = torch.tensor([[token] + draft + [tokenizer.pad_token_id] * (width - 1 - len(draft))
+                                     for token, draft in zip(following, drafts)], dtype=ids.dtype)
+            positions = kept[:, None] + torch.arange(width)[None, :]
+            logits = model(input_ids=step_ids, attention_mask=torch.cat([mask, torch.ones(len(live), width, dtype=mask.dtype)], dim=-1),
+                           position_ids=positions, cache=cache, use_cache=True, logits_to_keep=width).logits
+    return [(tokens[row], probabilities[row]) for row in range(rows)]

@@ -14,21 +14,28 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None, schema: dict | None = None,
-                   review_below: float = 0.0) -> dict:
+                   review_below: float = 0.0, draft_tokens: int = 0) -> dict:
     """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
-    processors hold answers to), then :func:`score_answers`."""
+    processors hold answers to; ``draft_tokens``: draft-then-verify), then :func:`score_answers`."""
+    from dataclasses import asdict
+
+    from folio_llm.decoding.drafting import DraftStats
     from folio_llm.decoding.generate import generate_scored
 
     started = time.perf_counter()
+    drafting = DraftStats()
     answers = generate_scored(model, tokenizer, [row["messages"][:-1] for row in rows], batch_size, max_new_tokens,
-                              logits_processor_factory, schema=schema)
+                              logits_processor_factory, schema=schema, draft_tokens=draft_tokens, draft_stats=drafting)
     seconds = time.perf_counter() - started
     outputs = [a.text for a in answers]
     tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-    return score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions_path,
-                         label=label, folio_schema=folio_schema, reference_data=reference_data,
-                         train_answers=train_answers, untold_targets=untold_targets,
-                         confidences=[a.confidence for a in answers], review_below=review_below)
+    result = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions_path,
+                           label=label, folio_schema=folio_schema, reference_data=reference_data,
+                           train_answers=train_answers, untold_targets=untold_targets,
+                           confidences=[a.confidence for a in answers], review_below=review_below)
+    if draft_tokens:
+        result["drafting"] = asdict(drafting)
+    return result
 
 
 def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | None, *, seconds: float,

@@ -45,6 +45,13 @@ class EvalParams:
         "told fields and false alarms on the right ones at every threshold). The default keeps false "
         "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
         0.72)
+    draft_tokens: int = setting(
+        "Draft-then-verify decoding (transformers): per row and step, up to this many tokens are drafted "
+        "from the row's prompt and the answers written so far (prompt lookup: the JSON keys every answer "
+        "repeats, the values copied from the description), checked in one forward pass and kept only "
+        "where greedy decoding under the constraints picks them, so in float32 the answers are those of "
+        "plain decoding token for token (in bfloat16 they differ as much as between two batch sizes). "
+        "0 = transformers' plain generate.", 4)
     limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
@@ -55,5 +62,6 @@ class EvalParams:
     def check(self) -> None:
         if not 0 <= self.review_below <= 1:
             raise ParamsError(f"params: eval.review_below must be between 0 and 1, not {self.review_below}")
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0:
-            raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0")
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or not 0 <= self.draft_tokens <= 15:
+            raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0, "
+                              "eval.draft_tokens 0 to 15")
