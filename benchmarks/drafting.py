@@ -39,7 +39,8 @@ def main(rows, drafts, dtypes, repeats):
     params = load_params(REPO / "params.yaml")
     conversations = [r["messages"][:-1] for r in load_jsonl(REPO / "data/datasets/openai/test.jsonl")[:rows]]
     merged = REPO / "models" / "merged"
-    model_dir, adapter = (merged, None) if (merged / "config.json").is_file() else (REPO / "models/base", REPO / "models/adapter")
+    model_dir, adapter = ((merged, None) if (merged / "config.json").is_file()
+                          else (REPO / "models" / "base", REPO / "models" / "adapter"))
     schema = decoding_settings(params).schema
     settings = [int(d) for d in drafts.split(",")]
     headline = {}
@@ -64,7 +65,7 @@ def main(rows, drafts, dtypes, repeats):
             headline.setdefault(dtype, {})[draft] = speed
             detail = stats.line() if draft else "plain generate"
             click.echo(f"dtype={dtype} draft={draft} tok_s={speed:.1f} ({', '.join(f'{s:.1f}' for s in speeds)}) "
-                       f"identical={same} | {detail}", err=False)
+                       f"identical={same} | {detail}")
         del model
     first = headline[dtypes.split(",")[0]]
     chosen = params.eval.draft_tokens

@@ -30,7 +30,8 @@ def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_tail():
 def test_prompt_lookup_drafts_a_description_span_then_what_another_answer_wrote(tiny_base, real_dataset):
     _, tokenizer = load_for_inference(tiny_base, dtype="float32")
     rows = load_jsonl(real_dataset / "openai" / "test.jsonl")[:2]
-    prompts = [tokenizer(prompt_text(tokenizer, r["messages"][:-1]), add_special_tokens=False)["input_ids"] for r in rows]
+    prompts = [tokenizer(prompt_text(tokenizer, r["messages"][:-1]), add_special_tokens=False)["input_ids"]
+               for r in rows]
     answers = [tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"] for r in rows]
     lookup = PromptLookup(prompts, NgramIndex(3), length=4)
     title = rows[0]["messages"][-2]["content"].split(" ")[:3]

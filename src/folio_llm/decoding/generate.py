@@ -137,8 +137,8 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
         processors = list(logits_processor_factory([conversations[i] for i in batch], width)
                           if logits_processor_factory is not None else [])
         if draft_tokens > 0:
-            lookup = PromptLookup([row[mask.bool()].tolist() for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])],
-                                  answered, draft_tokens)
+            unpadded = [row[mask.bool()].tolist() for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+            lookup = PromptLookup(unpadded, answered, draft_tokens)
             written = verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens, lookup,
                                      stop_at_object_end=logits_processor_factory is None,
                                      stats=draft_stats if draft_stats is not None else DraftStats())
@@ -255,6 +255,7 @@ def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens
             step_ids = torch.tensor([[token] + draft + [tokenizer.pad_token_id] * (width - 1 - len(draft))
                                      for token, draft in zip(following, drafts)], dtype=ids.dtype)
             positions = kept[:, None] + torch.arange(width)[None, :]
-            logits = model(input_ids=step_ids, attention_mask=torch.cat([mask, torch.ones(len(live), width, dtype=mask.dtype)], dim=-1),
-                           position_ids=positions, cache=cache, use_cache=True, logits_to_keep=width).logits
+            attending = torch.cat([mask, torch.ones(len(live), width, dtype=mask.dtype)], dim=-1)
+            logits = model(input_ids=step_ids, attention_mask=attending, position_ids=positions, cache=cache,
+                           use_cache=True, logits_to_keep=width).logits
     return [(tokens[row], probabilities[row]) for row in range(rows)]
