@@ -20,6 +20,8 @@ from folio_llm.decoding.doubt import ScoredAnswer, TokenProbabilities, chosen_pr
 from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
 from folio_llm.models import prompt_text
 
+DRAFT_NGRAM = 3  # the longest tail a draft is looked up by
+
 
 def inference_dtype(dtype: str) -> str:
     """'auto' -> bfloat16 on a GPU that has it, and on a CPU where it is measured faster than
@@ -129,6 +131,7 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[ScoredAnswer] = [ScoredAnswer("")] * len(prompts)
     closes = torch.tensor(closing_tokens(tokenizer, model.config.vocab_size))
+    draft_stats = DraftStats() if draft_stats is None else draft_stats
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     answered = NgramIndex(DRAFT_NGRAM)  # the run's answers, drafts for the rows after them
     for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
@@ -141,7 +144,7 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
             lookup = PromptLookup(unpadded, answered, draft_tokens)
             written = verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens, lookup,
                                      stop_at_object_end=logits_processor_factory is None,
-                                     stats=draft_stats if draft_stats is not None else DraftStats())
+                                     stats=draft_stats)
             for row, (tokens, probabilities) in zip(batch, written):
                 answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
             continue
@@ -160,10 +163,6 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
                 tokens.pop()
             answers[row] = scored_answer(tokenizer, tokens, recorder.rows[slot], schema)
     return answers
-
-
-DRAFT_NGRAM = 3  # the longest tail a draft is looked up by
-NEG_INF = float("-inf")
 
 
 def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens: int, lookup: PromptLookup,
@@ -216,7 +215,7 @@ def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens
                     scores = processor.restrict([live[slot] for slot in checking], scores)
                 choices = scores.argmax(dim=-1)
                 chosen = chosen_probability(scores, choices, closes).tolist()
-                stats.forced += int(((scores > NEG_INF).sum(dim=-1) == 1).sum())
+                stats.forced += int((scores.isfinite().sum(dim=-1) == 1).sum())
                 still = []
                 for slot, token, probability in zip(checking, choices.tolist(), chosen):
                     row = live[slot]
