@@ -5,7 +5,7 @@ OpenAI chat row whose last user message is the description) or CSV (a "descripti
 "prompt" column). A line that cannot be used is reported with its number; the rest go on.
 Every prompt is the training conversation: the system prompt (params.dataset.system_prompts[0])
 and the description, rendered by the model's own chat template.
-Backends: transformers (a Hugging Face folder, batched) and llama.cpp (a GGUF file).
+Backends: transformers (a Hugging Face folder) and llama.cpp (a GGUF file), both batched.
 """
 
 from __future__ import annotations
@@ -165,23 +165,23 @@ class Generator:
     max_new_tokens: int = 768
     schema: dict | None = None  # constrained decoding to this JSON schema
     copy_fields: list[str] | None = None  # values held to verbatim spans of the description
-    draft_tokens: int = 0  # draft-then-verify (transformers)
+    draft_tokens: int = 0  # draft-then-verify (transformers; llama.cpp batches rows instead)
     _constraint: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
              batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None,
              copy_fields: list[str] | None = None, draft_tokens: int = 0) -> "Generator":
-        if backend == "llama.cpp":
-            from folio_llm.decoding.llamacpp import json_grammar, load_gguf
-
-            llm, tokenizer = load_gguf(model)
-            return cls(backend, llm, tokenizer, batch_size, max_new_tokens, schema, copy_fields,
-                       _constraint=json_grammar(schema) if schema else None)
         from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
-        from folio_llm.decoding.generate import load_for_inference
 
-        loaded, tokenizer = load_for_inference(model, adapter, dtype)
+        if backend == "llama.cpp":
+            from folio_llm.decoding.llamacpp import load_gguf
+
+            loaded, tokenizer = load_gguf(model)
+        else:
+            from folio_llm.decoding.generate import load_for_inference
+
+            loaded, tokenizer = load_for_inference(model, adapter, dtype)
         constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
                              copy_processor_factory(tokenizer, copy_fields) if copy_fields else None)
         return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, draft_tokens, constraint)
@@ -192,11 +192,10 @@ class Generator:
     def answer_scored(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list:
         """The answers with how sure the model was of each field (decoding.doubt.ScoredAnswer)."""
         if self.backend == "llama.cpp":
-            from folio_llm.decoding.llamacpp import generate_scored
+            from folio_llm.decoding.llamacpp import generate_batched
 
-            return generate_scored(self.model, self.tokenizer, conversations, self.max_new_tokens,
-                                   grammar=self._constraint, progress=progress, copy_fields=self.copy_fields,
-                                   schema=self.schema)
+            return generate_batched(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
+                                    self._constraint, progress=progress, schema=self.schema)
         from folio_llm.decoding.generate import generate_scored
 
         return generate_scored(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,

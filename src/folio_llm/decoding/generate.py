@@ -165,6 +165,39 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
     return answers
 
 
+class AnswerEnd:
+    """Where a row's answer ends, token by token: end-of-turn, ``max_new_tokens``, a repetition
+    loop, and (unconstrained decoding: ``stop_at_object_end``) the end of its JSON object. The
+    stopping criteria of transformers' ``generate`` for loops that pick tokens themselves."""
+
+    def __init__(self, tokenizer, rows: int, max_new_tokens: int, stop_at_object_end: bool):
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.loops = RepetitionLoop(0, rows)
+        self.object_end = JsonObjectEnd(tokenizer, 0, rows) if stop_at_object_end else None
+
+    def __call__(self, row: int, answer: list[int]) -> bool:
+        """Row ``row`` has just written the last token of ``answer``: is it done?"""
+        if answer[-1] == self.tokenizer.eos_token_id or len(answer) >= self.max_new_tokens:
+            return True
+        if self.object_end is not None:
+            self.object_end.feed(row, self.tokenizer.decode(answer[-1:]))
+            if self.object_end.done[row]:
+                return True
+        return len(answer) >= self.loops.min_span and self.loops.looping(answer)
+
+
+def constrained_choice(processors, rows: list[int], logits, closes, stats: DraftStats) -> tuple[list[int], list[float]]:
+    """The greedy token of each of ``rows`` (``logits``: one line per row) under the constraints
+    (``processors``: ``restrict(rows, scores)``), with how likely it was; forced tokens counted."""
+    scores = logits.float()
+    for processor in processors:
+        scores = processor.restrict(rows, scores)
+    choices = scores.argmax(dim=-1)
+    stats.forced += int((scores.isfinite().sum(dim=-1) == 1).sum())
+    return choices.tolist(), chosen_probability(scores, choices, closes).tolist()
+
+
 def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens: int, lookup: PromptLookup,
                    stop_at_object_end: bool, stats: DraftStats) -> list[tuple[list[int], list[float]]]:
     """Greedy answers of one left-padded batch, drafted by ``lookup`` and verified: per row its
@@ -181,18 +214,7 @@ def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens
     rows = ids.shape[0]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     probabilities: list[list[float]] = [[] for _ in range(rows)]
-    loops = RepetitionLoop(0, rows)
-    object_end = JsonObjectEnd(tokenizer, 0, rows) if stop_at_object_end else None
-
-    def finished(row: int) -> bool:
-        answer = tokens[row]
-        if answer[-1] == tokenizer.eos_token_id or len(answer) >= max_new_tokens:
-            return True
-        if object_end is not None:
-            object_end.feed(row, tokenizer.decode(answer[-1:]))
-            if object_end.done[row]:
-                return True
-        return len(answer) >= loops.min_span and loops.looping(answer)
+    finished = AnswerEnd(tokenizer, rows, max_new_tokens, stop_at_object_end)
 
     live = list(range(rows))  # the row in each slot of the model's batch
     cache = DynamicCache(config=model.config)
@@ -210,20 +232,16 @@ def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens
             for step in range(logits.shape[1]):
                 if not checking:
                     break
-                scores = logits[checking, step].float()
-                for processor in processors:
-                    scores = processor.restrict([live[slot] for slot in checking], scores)
-                choices = scores.argmax(dim=-1)
-                chosen = chosen_probability(scores, choices, closes).tolist()
-                stats.forced += int((scores.isfinite().sum(dim=-1) == 1).sum())
+                choices, chosen = constrained_choice(processors, [live[slot] for slot in checking],
+                                                     logits[checking, step], closes, stats)
                 still = []
-                for slot, token, probability in zip(checking, choices.tolist(), chosen):
+                for slot, token, probability in zip(checking, choices, chosen):
                     row = live[slot]
                     tokens[row].append(token)
                     probabilities[row].append(probability)
                     for processor in processors:
                         processor.accept(row, token)
-                    if finished(row):
+                    if finished(row, tokens[row]):
                         done[slot] = True
                     elif step < len(drafts[slot]) and drafts[slot][step] == token:
                         confirmed[slot] += 1

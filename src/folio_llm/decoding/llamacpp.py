@@ -74,10 +74,16 @@ def _stops(tokenizer, prompt_width: int):
 
 
 def json_grammar(schema: dict):
-    """A llama.cpp grammar that keeps answers to a JSON schema (constrained decoding)."""
+    """A llama.cpp grammar that keeps answers to a JSON schema (constrained decoding), with the
+    compact separators of the targets and of the xgrammar path: no optional space after
+    punctuation, where an untuned model would otherwise write one."""
     import json
 
-    return llama_cpp_module().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    compact = "\n".join('space ::= ""' if line.startswith("space ::=") else line for line in gbnf.splitlines())
+    return llama_cpp_module().LlamaGrammar.from_string(compact, verbose=False)
 
 
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
@@ -123,6 +129,152 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
         text = result["choices"][0]["text"].strip()
         answers.append(scored_answer(tokenizer, recorder.tokens, recorder.probabilities, schema, text=text))
     return answers
+
+
+BATCH_TOKENS = 512  # tokens per llama_decode call while the prompts are read
+
+
+class LlamaRows:
+    """A batch of sequences in a llama.cpp context of their own, one sequence per row, each
+    with room for its prompt and ``room`` new tokens: one ``llama_decode`` advances every row
+    by a token (decoding a 135M model reads all its weights per call, so rows come almost free).
+
+    The context takes ``llm``'s settings (threads, rope, KV types); the KV cache is split per
+    sequence (``kv_unified`` off), so a row attends to its own tokens only."""
+
+    def __init__(self, llm, prompts: Sequence[Sequence[int]], room: int):
+        import numpy as np
+
+        llama_cpp = llama_cpp_module()
+        self.llama_cpp, self.np = llama_cpp, np
+        self.prompts = [list(prompt) for prompt in prompts]
+        per_row = -(-(max(map(len, self.prompts)) + room) // 256) * 256
+        params = type(llm.context_params).from_buffer_copy(llm.context_params)
+        params.n_seq_max = len(self.prompts)
+        params.n_ctx = per_row * len(self.prompts)
+        params.n_batch = params.n_ubatch = BATCH_TOKENS
+        params.kv_unified = False
+        self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
+        if not self.ctx:
+            raise ValueError(f"llama.cpp could not make a context for {len(self.prompts)} rows of {per_row} tokens")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.vocab = llm.n_vocab()
+        self.batch = llama_cpp.llama_batch_init(max(BATCH_TOKENS, len(self.prompts)), 0, 1)
+        self.seqs = list(range(len(self.prompts)))  # the sequence of each live slot
+        self.positions = [len(prompt) for prompt in self.prompts]
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]):
+        """Feed (token, position, sequence, wants logits) entries in one llama_decode; the
+        logits asked for, in order, as a [n, vocab] array."""
+        batch = self.batch
+        for i, (token, position, seq, logits) in enumerate(entries):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+            batch.seq_id[i][0], batch.logits[i] = seq, logits
+        batch.n_tokens = len(entries)
+        status = self.llama_cpp.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed (status {status})")
+        wanted = [i for i, entry in enumerate(entries) if entry[3]]
+        return self.np.stack([self.np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.ctx, i),
+                                                          shape=(self.vocab,)) for i in wanted]) if wanted else None
+
+    def prefill(self):
+        """Read every prompt: the logits after each one's last token, [rows, vocab]."""
+        entries = [(token, position, seq, position == len(prompt) - 1)
+                   for seq, prompt in enumerate(self.prompts) for position, token in enumerate(prompt)]
+        found = []
+        for start in range(0, len(entries), BATCH_TOKENS):
+            logits = self._decode(entries[start:start + BATCH_TOKENS])
+            if logits is not None:
+                found.append(logits)
+        return self.np.concatenate(found)
+
+    def feed(self, tokens: Sequence[int]):
+        """One token for each live slot, in order: the logits after it, [slots, vocab]."""
+        entries = []
+        for slot, token in enumerate(tokens):
+            seq = self.seqs[slot]
+            entries.append((token, self.positions[seq], seq, True))
+            self.positions[seq] += 1
+        return self._decode(entries)
+
+    def select(self, slots: Sequence[int]) -> None:
+        """Keep the rows in ``slots`` (in that order); the others' tokens leave the cache."""
+        keep = [self.seqs[slot] for slot in slots]
+        for seq in set(self.seqs) - set(keep):
+            self.llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        self.seqs = keep
+
+    def close(self) -> None:
+        self.llama_cpp.llama_batch_free(self.batch)
+        self.llama_cpp.llama_free(self.ctx)
+
+
+def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
+                     max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
+                     schema: dict | None = None, stats=None) -> list:
+    """:func:`generate_scored`'s answers, ``batch_size`` rows a ``llama_decode``
+    (:class:`LlamaRows`), under the transformers path's constraints
+    (``decoding.constraints``: xgrammar's JSON schema, the copy constraint), greedy; the tokens
+    written and forced counted in ``stats`` (``decoding.drafting.DraftStats``)."""
+    import torch
+
+    from folio_llm.decoding.doubt import ScoredAnswer, closing_tokens, scored_answer
+    from folio_llm.decoding.drafting import DraftStats
+    from folio_llm.models import prompt_text
+
+    encoded = [tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+               for messages in conversations]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    closes = torch.tensor(closing_tokens(tokenizer, llm.n_vocab()))
+    answers: list = [ScoredAnswer("")] * len(encoded)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
+        processors = list(logits_processor_factory([conversations[i] for i in batch], 0)
+                          if logits_processor_factory is not None else [])
+        engine = LlamaRows(llm, [encoded[i] for i in batch], max_new_tokens)
+        try:
+            written = _greedy_rows(engine, len(batch), tokenizer, processors, closes, max_new_tokens,
+                                   logits_processor_factory is None, stats if stats is not None else DraftStats())
+        finally:
+            engine.close()
+        for row, (tokens, probabilities) in zip(batch, written):
+            answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
+    return answers
+
+
+def _greedy_rows(engine: LlamaRows, rows: int, tokenizer, processors, closes, max_new_tokens: int,
+                 stop_at_object_end: bool, stats) -> list[tuple[list[int], list[float]]]:
+    """Greedy answers of the rows of ``engine``, a token per row per step: each row's tokens
+    and the probability of each under the constraints; a row that is done leaves the batch."""
+    import torch
+
+    from folio_llm.decoding.generate import AnswerEnd, constrained_choice
+
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    probabilities: list[list[float]] = [[] for _ in range(rows)]
+    finished = AnswerEnd(tokenizer, rows, max_new_tokens, stop_at_object_end)
+    live = list(range(rows))
+    logits = engine.prefill()
+    stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + rows
+    while True:
+        choices, chosen = constrained_choice(processors, live, torch.from_numpy(logits), closes, stats)
+        stats.tokens += len(live)
+        stay = []
+        for slot, (row, token, probability) in enumerate(zip(live, choices, chosen)):
+            tokens[row].append(token)
+            probabilities[row].append(probability)
+            for processor in processors:
+                processor.accept(row, token)
+            if not finished(row, tokens[row]):
+                stay.append(slot)
+        if not stay:
+            return [(tokens[row], probabilities[row]) for row in range(rows)]
+        if len(stay) < len(live):
+            engine.select(stay)
+            live = [live[slot] for slot in stay]
+        logits = engine.feed([tokens[row][-1] for row in live])
+        stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
 
 
 def token_logits(path: str | Path, sequences: Sequence[Sequence[int]]) -> list:
