@@ -14,6 +14,10 @@ from folio_llm.models import prompt_text
 from folio_llm.params import parse_params
 from folio_llm.sections.eval import COPY_FIELDS
 
+# confidences are kept to 4 decimals: float32 values a hair apart may round one unit apart (seen
+# on the Intel AMX type)
+ROUNDING = 1.5e-4
+
 
 def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_tail():
     index = NgramIndex(longest=3)
@@ -87,7 +91,7 @@ def test_drafted_answers_are_the_plain_answers_on_real_rows_under_both_constrain
     assert [a.text for a in drafted] == [a.text for a in plain]
     for mine, theirs in zip(drafted, plain):
         assert mine.confidence.keys() == theirs.confidence.keys()
-        assert mine.confidence == pytest.approx(theirs.confidence, abs=1e-5)
+        assert mine.confidence == pytest.approx(theirs.confidence, abs=ROUNDING)
     assert stats.confirmed > 0 and stats.passes < stats.tokens  # drafts were kept: fewer passes than tokens
     unconstrained_plain, unconstrained, _ = both_ways(model, tokenizer, conversations, None, None, max_new_tokens=24)
     assert [a.text for a in unconstrained] == [a.text for a in unconstrained_plain]
@@ -101,5 +105,5 @@ def test_drafting_on_the_real_base_model_keeps_every_answer_and_saves_passes(smo
     plain, drafted, stats = both_ways(model, tokenizer, conversations, factory, schema, max_new_tokens=160)
     assert [a.text for a in drafted] == [a.text for a in plain]
     for mine, theirs in zip(drafted, plain):
-        assert mine.confidence == pytest.approx(theirs.confidence, abs=1e-5)
+        assert mine.confidence == pytest.approx(theirs.confidence, abs=ROUNDING)
     assert stats.tokens / stats.row_steps > 1.5, stats.line()

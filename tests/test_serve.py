@@ -119,14 +119,19 @@ def test_the_page_proposes_edits_creates_once_and_runs_a_batch(server, tenant, r
         page.goto(server)
         page.wait_for_selector("button.example")  # examples from the test split, one click away
         page.fill("#description", repeat_request(first))
+        page.evaluate("""() => { window.rowsShown = []; new MutationObserver(() => window.rowsShown.push(
+            document.querySelectorAll('#record-table tr').length)).observe($('record-table'), {childList: true}); }""")
         started = time.perf_counter()
-        with page.expect_response("**/api/propose", timeout=120_000) as proposed:
+        with page.expect_response("**/api/propose/stream", timeout=120_000) as proposed:
             page.click("#propose")
-        page.wait_for_selector("#record-table tr[data-field=title]", timeout=120_000)
+        page.wait_for_selector("#propose-status:has-text('proposed in')", timeout=120_000)
         propose_seconds = time.perf_counter() - started
         assert page.inner_text("#record-table tr[data-field=title] td > div") == first["title"]
+        rows_shown = page.evaluate("window.rowsShown")  # the table grew as the record was written
+        assert rows_shown[0] == 1 and len(set(rows_shown)) > 2 and rows_shown == sorted(rows_shown), rows_shown
         # the fields the model was unsure of are highlighted, with why, and only those
-        review = [w for w in proposed.value.json()["warnings"] if w.get("kind") == "review"]
+        done = json.loads(proposed.value.text().splitlines()[-1])["done"]
+        review = [w for w in done["warnings"] if w.get("kind") == "review"]
         assert review, "the untuned model repeating a record is unsure of some field at the default threshold"
         highlighted = page.eval_on_selector_all("#record-table tr.review", "rows => rows.map(r => r.dataset.field)")
         shown = page.eval_on_selector_all("#record-table tr", "rows => rows.map(r => r.dataset.field)")
@@ -165,6 +170,21 @@ def test_the_page_proposes_edits_creates_once_and_runs_a_batch(server, tenant, r
     assert [json.loads(r)["title"] for r in records] == [r["title"] for r in (*others[:3], first)]
     assert [json.loads(r)["where"] for r in rejects] == ["five.csv: line 6"]  # each description spans 2 lines
     print(f"propose: {propose_seconds:.1f} s")
+
+
+def test_a_streamed_proposal_grows_field_by_field_into_the_proposal(server, real_dataset):
+    record = known_records(real_dataset, 1)[0]
+    with httpx.stream("POST", f"{server}/api/propose/stream", json={"description": repeat_request(record)},
+                      timeout=120) as reply:
+        assert reply.headers["content-type"] == "application/x-ndjson"
+        events = [json.loads(line) for line in reply.iter_lines() if line]
+    partials, done = [e["partial"] for e in events[:-1]], events[-1]["done"]
+    assert list(partials[0]) == ["title"] and partials[0]["title"] == record["title"]
+    assert all(list(a) == list(b)[:len(a)] for a, b in zip(partials, partials[1:]))  # each holds the one before
+    assert done["record"] == httpx.post(f"{server}/api/propose", json={"description": repeat_request(record)},
+                                        timeout=120).json()["record"]
+    for bad, status in (({}, 400), ({"description": "x" * 9000}, 413)):
+        assert httpx.post(f"{server}/api/propose/stream", json=bad).status_code == status
 
 
 def test_a_proposal_is_created_once_however_often_it_is_sent(server, tenant, real_dataset):

@@ -189,13 +189,14 @@ class Generator:
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         return [answer.text for answer in self.answer_scored(conversations, progress)]
 
-    def answer_scored(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list:
-        """The answers with how sure the model was of each field (decoding.doubt.ScoredAnswer)."""
+    def answer_scored(self, conversations: Sequence[Sequence[dict]], progress: bool = True, on_tokens=None) -> list:
+        """The answers with how sure the model was of each field (decoding.doubt.ScoredAnswer).
+        ``on_tokens(i, tokens)`` (llama.cpp): conversation i's answer so far, after every step."""
         if self.backend == "llama.cpp":
             from folio_llm.decoding.llamacpp import generate_batched
 
             return generate_batched(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
-                                    self._constraint, progress=progress, schema=self.schema)
+                                    self._constraint, progress=progress, schema=self.schema, on_tokens=on_tokens)
         from folio_llm.decoding.generate import generate_scored
 
         return generate_scored(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
@@ -213,12 +214,14 @@ class Generator:
 
 
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,
-             progress: bool = True, review_below: float = 0.0) -> Iterator[tuple[object, str, Checked]]:
+             progress: bool = True, review_below: float = 0.0,
+             on_tokens=None) -> Iterator[tuple[object, str, Checked]]:
     """Each request (anything with ``.messages``) with the model's answer and its check, in
     order: the one answering loop of `predict` and the page's batch jobs. ``chunk`` requests
     per generation (0: all at once; the transformers path batches them), under ``lock`` when
     the model is shared between threads. Fields the model was less sure of than
-    ``review_below`` are flagged for review in the check (a served model gives no confidence)."""
+    ``review_below`` are flagged for review in the check (a served model gives no confidence).
+    ``on_tokens(i, tokens)``: request i's answer as it is written, where the backend streams."""
     from folio_llm.decoding.doubt import ScoredAnswer
 
     size = chunk or max(1, len(requests))
@@ -227,7 +230,9 @@ def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *,
         conversations = [r.messages for r in part]
         with lock or nullcontext():
             if hasattr(generator, "answer_scored"):
-                answers = generator.answer_scored(conversations, progress=progress)
+                streaming = {} if on_tokens is None else {
+                    "on_tokens": lambda i, tokens, start=start: on_tokens(start + i, tokens)}
+                answers = generator.answer_scored(conversations, progress=progress, **streaming)
             else:
                 answers = [ScoredAnswer(text) for text in generator.answer(conversations, progress=progress)]
         for request, answer in zip(part, answers):

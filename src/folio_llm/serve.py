@@ -17,17 +17,19 @@ double click or two people on one proposal never create two records.
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import tempfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 # module level, not in create_app: FastAPI resolves the endpoints' annotations in this module
 from fastapi import Body, FastAPI, File, Request, UploadFile
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from folio_llm.checking import check_record
 
@@ -35,6 +37,7 @@ PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY = 2 * 2**20  # bytes in one request (a batch upload included)
 MAX_DESCRIPTION = 8000  # characters in one description
 MAX_BATCH_ROWS = 500
+BATCH_CHUNK = 8  # batch-job rows a generation: most of batched decoding's gain, a short wait for a proposal
 ID_NAMESPACE = uuid.UUID("5b1f5d3c-53a1-4c55-9a11-0f0c7f1a2b3c")  # instance id = uuid5(namespace, key)
 
 
@@ -62,13 +65,40 @@ class Cataloger:
         self.work.set()
         self.worker.join(timeout=60)
 
-    def propose(self, description: str) -> dict:
+    def propose(self, description: str, on_tokens=None) -> dict:
         from folio_llm.predict import Request, answered, conversation
 
         request = Request("the description", conversation(self.system_prompt, description))
         [(_, _, checked)] = answered(self.generator, [request], self.mapper, lock=self.model_lock, progress=False,
-                                     review_below=self.review_below)
+                                     review_below=self.review_below, on_tokens=on_tokens)
         return {**checked.as_json(), "key": uuid.uuid4().hex}
+
+    def propose_streamed(self, description: str) -> Iterator[dict]:
+        """:meth:`propose` as it is written: ``{"partial": record}`` whenever another field of
+        the answer is complete (the record as far as written, closed), then ``{"done": the
+        proposal}``, or ``{"error": why}``."""
+        from folio_llm.answers import close_cut_json
+
+        events: queue.Queue = queue.Queue()
+        shown = [None]
+
+        def written(_, tokens):
+            so_far = close_cut_json(self.generator.tokenizer.decode(tokens, skip_special_tokens=True))
+            if so_far is not None and so_far != shown[0]:
+                shown[0] = so_far
+                events.put({"partial": json.loads(so_far)})
+
+        def run():
+            try:
+                events.put({"done": self.propose(description, written)})
+            except Exception as exc:  # the page shows it; the server goes on
+                events.put({"error": " ".join(str(exc).split())[:300] or type(exc).__name__})
+            finally:
+                events.put(None)
+
+        threading.Thread(target=run, daemon=True, name="propose").start()
+        while (event := events.get()) is not None:
+            yield event
 
     def folio_request(self, record: dict, key: str) -> dict:
         """The exact create request (dry run): nothing is sent."""
@@ -124,8 +154,9 @@ class Cataloger:
         return self.store.status(job)
 
     def _run_batches(self) -> None:
-        """Answer every stored row without an answer, oldest job first, one row a generation
-        (the page's proposals share the model), each outcome stored as soon as it is known."""
+        """Answer every stored row without an answer, oldest job first, ``BATCH_CHUNK`` rows a
+        generation (batched decoding; a proposal waits for one chunk at most: the page shares the
+        model), each outcome stored as soon as its chunk is done."""
         from folio_llm.predict import answered
 
         while not self.stopping:
@@ -135,8 +166,9 @@ class Cataloger:
                 self.work.clear()
                 continue
             try:
-                for row, answer, checked in answered(self.generator, rows, self.mapper, chunk=1, lock=self.model_lock,
-                                                     progress=False, review_below=self.review_below):
+                for row, answer, checked in answered(self.generator, rows, self.mapper, chunk=BATCH_CHUNK,
+                                                     lock=self.model_lock, progress=False,
+                                                     review_below=self.review_below):
                     if checked.record is None:
                         self.store.answer(row, {"where": row.place, "reason": checked.error,
                                                 "description": row.messages[-1]["content"], "output": answer},
@@ -320,6 +352,18 @@ def add_page_routes(app, cataloger: Cataloger, model_name: str, connect) -> None
     @app.post("/api/propose")
     def api_propose(payload=Body(None)):
         return guarded(lambda: cataloger.propose(description_of(payload)))
+
+    @app.post("/api/propose/stream")
+    def api_propose_streamed(payload=Body(None)):
+        """The proposal as it is written, one JSON object a line (``Cataloger.propose_streamed``)."""
+        try:
+            description = description_of(payload)
+        except OverflowError as exc:
+            return error(413, str(exc))
+        except ValueError as exc:
+            return error(400, str(exc))
+        lines = (json.dumps(event, ensure_ascii=False) + "\n" for event in cataloger.propose_streamed(description))
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     @app.post("/api/check")
     def api_check(payload=Body(None)):

@@ -212,11 +212,12 @@ class LlamaRows:
 
 def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
                      max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
-                     schema: dict | None = None, stats=None) -> list:
+                     schema: dict | None = None, stats=None, on_tokens=None) -> list:
     """:func:`generate_scored`'s answers, ``batch_size`` rows a ``llama_decode``
     (:class:`LlamaRows`), under the transformers path's constraints
     (``decoding.constraints``: xgrammar's JSON schema, the copy constraint), greedy; the tokens
-    written and forced counted in ``stats`` (``decoding.drafting.DraftStats``)."""
+    written and forced counted in ``stats`` (``decoding.drafting.DraftStats``).
+    ``on_tokens(i, tokens)``: called after every step with conversation i's answer so far."""
     import torch
 
     from folio_llm.decoding.doubt import ScoredAnswer, closing_tokens, scored_answer
@@ -235,7 +236,8 @@ def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], ba
         engine = LlamaRows(llm, [encoded[i] for i in batch], max_new_tokens)
         try:
             written = _greedy_rows(engine, len(batch), tokenizer, processors, closes, max_new_tokens,
-                                   logits_processor_factory is None, stats if stats is not None else DraftStats())
+                                   logits_processor_factory is None, stats if stats is not None else DraftStats(),
+                                   on_tokens and (lambda row, tokens, batch=batch: on_tokens(batch[row], tokens)))
         finally:
             engine.close()
         for row, (tokens, probabilities) in zip(batch, written):
@@ -244,7 +246,7 @@ def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], ba
 
 
 def _greedy_rows(engine: LlamaRows, rows: int, tokenizer, processors, closes, max_new_tokens: int,
-                 stop_at_object_end: bool, stats) -> list[tuple[list[int], list[float]]]:
+                 stop_at_object_end: bool, stats, on_tokens=None) -> list[tuple[list[int], list[float]]]:
     """Greedy answers of the rows of ``engine``, a token per row per step: each row's tokens
     and the probability of each under the constraints; a row that is done leaves the batch."""
     import torch
@@ -266,6 +268,8 @@ def _greedy_rows(engine: LlamaRows, rows: int, tokenizer, processors, closes, ma
             probabilities[row].append(probability)
             for processor in processors:
                 processor.accept(row, token)
+            if on_tokens is not None:
+                on_tokens(row, tokens[row])
             if not finished(row, tokens[row]):
                 stay.append(slot)
         if not stay:
