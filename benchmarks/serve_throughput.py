@@ -4,7 +4,8 @@ concurrent clients, beside `predict --backend llama.cpp` on the same GGUF and pr
     python benchmarks/serve_throughput.py [--model models/gguf/folio-llm-q8_0.gguf] [--rows 8]
 
 Starts the app in this process on a free loopback port. One line per measurement:
-`propose median_s=…`, `api clients=N requests_per_s=… output_tokens_per_s=…`,
+`propose median_s=… first_field_median_s=…` (the streamed page endpoint: the whole proposal, and
+its first field, the title), `api clients=N requests_per_s=… output_tokens_per_s=…`,
 `llama.cpp in process requests_per_s=… output_tokens_per_s=…`. Run it on an idle machine.
 """
 from __future__ import annotations
@@ -43,13 +44,18 @@ def main(model, data, rows, params_path):
                      schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[], jobs_dir=jobs.name)
     url, stop = serve_in_thread(app)
 
-    seconds = []
+    seconds, first_field = [], []
     for conversation in conversations:
         started = time.perf_counter()
-        reply = httpx.post(f"{url}/api/propose", json={"description": conversation[-1]["content"]}, timeout=600)
-        reply.raise_for_status()
+        with httpx.stream("POST", f"{url}/api/propose/stream", json={"description": conversation[-1]["content"]},
+                          timeout=600) as reply:
+            reply.raise_for_status()
+            for line in reply.iter_lines():
+                if line and not first_field[len(seconds):]:
+                    first_field.append(time.perf_counter() - started)
         seconds.append(time.perf_counter() - started)
-    print(f"propose rows={len(seconds)} median_s={statistics.median(seconds):.2f} max_s={max(seconds):.2f}")
+    print(f"propose rows={len(seconds)} median_s={statistics.median(seconds):.2f} max_s={max(seconds):.2f} "
+          f"first_field_median_s={statistics.median(first_field):.2f}")
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=600)
     response_format = {"type": "json_schema", "json_schema": {"name": "instance", "schema": schema}}

@@ -117,9 +117,7 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
     for messages in tqdm(conversations, desc="generate", unit="prompt", disable=None if progress else True,
                          leave=False):
         ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
-        if len(ids) + max_new_tokens > llm.n_ctx():
-            raise ValueError(f"a prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the "
-                             f"llama.cpp context of {llm.n_ctx()}")
+        _fits(llm, len(ids), max_new_tokens)
         recorder = LlamaTokenProbabilities(closes)
         processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields)] \
             if copy_fields else []
@@ -226,6 +224,8 @@ def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], ba
 
     encoded = [tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
                for messages in conversations]
+    for ids in encoded:
+        _fits(llm, len(ids), max_new_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     closes = torch.tensor(closing_tokens(tokenizer, llm.n_vocab()))
     answers: list = [ScoredAnswer("")] * len(encoded)
@@ -279,6 +279,12 @@ def _greedy_rows(engine: LlamaRows, rows: int, tokenizer, processors, closes, ma
             live = [live[slot] for slot in stay]
         logits = engine.feed([tokens[row][-1] for row in live])
         stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
+
+
+def _fits(llm, prompt_tokens: int, max_new_tokens: int) -> None:
+    if prompt_tokens + max_new_tokens > llm.n_ctx():
+        raise ValueError(f"a prompt of {prompt_tokens} tokens plus {max_new_tokens} new ones exceeds the "
+                         f"llama.cpp context of {llm.n_ctx()}")
 
 
 def token_logits(path: str | Path, sequences: Sequence[Sequence[int]]) -> list:
