@@ -1,5 +1,8 @@
 """llama.cpp through llama-cpp-python: load a GGUF file, answer conversations greedily, quantize.
 
+Two ways to answer: llama-cpp-python's own completion loop, one prompt at a time (the export
+stage's parity check: the engine as users of the GGUF file run it), and :class:`LlamaRows`, many
+rows a ``llama_decode`` under the transformers path's constraints (``predict``, the page).
 Prompts are rendered by the chat template through ``models.prompt_text`` and tokenized
 by the Hugging Face tokenizer read from the GGUF file itself, so llama.cpp sees exactly the
 token ids the transformers path sees.
