@@ -106,6 +106,37 @@ def test_evaluate_through_the_api_gives_the_local_answers_and_scores(server, smo
     assert metrics[0]["generation"]["backend"] == "openai" and metrics[0]["n"] == 2
 
 
+def test_concurrent_api_clients_are_answered_together(server, real_dataset):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from folio_llm.answers import target_schema
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    records = known_records(real_dataset, 4)
+    structured = {"type": "json_schema", "json_schema": {"name": "instance", "schema": target_schema()}}
+
+    def ask(record):
+        raw = client.chat.completions.with_raw_response.create(
+            model="folio-llm", temperature=0, messages=[{"role": "user", "content": repeat_request(record)}],
+            response_format=structured)
+        return int(raw.headers["x-folio-llm-batched"]), raw.parse()
+
+    one_by_one = [ask(record) for record in records]
+    with ThreadPoolExecutor(len(records)) as pool:
+        replies = list(pool.map(ask, records))
+    assert [reply.choices[0].message.content for _, reply in replies] == \
+        [reply.choices[0].message.content for _, reply in one_by_one]
+    assert json.loads(replies[0][1].choices[0].message.content) == records[0]
+    assert {together for together, _ in one_by_one} == {1} and max(together for together, _ in replies) >= 2
+    assert all(r.usage.completion_tokens > 0 and r.choices[0].finish_reason in ("stop", "length") for _, r in replies)
+    # what the batched path does not do (sampling, here) is llama-cpp-python's server's, as before
+    sampled = client.chat.completions.with_raw_response.create(
+        model="folio-llm", temperature=0.7, max_tokens=8, messages=[{"role": "user", "content": "Hello"}])
+    assert "x-folio-llm-batched" not in sampled.headers and sampled.parse().choices[0].message.content
+
+
 def test_the_page_proposes_edits_creates_once_and_runs_a_batch(server, tenant, real_dataset, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,7 +1,8 @@
 """`folio-llm serve`: one process with a web page for catalogers and an OpenAI-compatible API.
 
 The API (``/v1/chat/completions``, ``/v1/models``) is llama-cpp-python's own server app over the
-GGUF file. A small ASGI layer in front of it makes it answer as the model was trained and
+GGUF file; greedy requests with a JSON-schema response format are answered several at a time
+(``chat_batching``). A small ASGI layer in front of it makes it answer as the model was trained and
 evaluated: OpenAI's ``json_schema`` response format becomes llama.cpp's JSON-schema grammar,
 greedy decoding has no repeat penalty unless one is asked for, and a conversation without a
 system message gets the training system prompt.
@@ -199,11 +200,14 @@ def openai_defaults(body: dict, system_prompt: str) -> dict:
 
 
 class RequestShaper:
-    """ASGI middleware: refuse bodies over MAX_BODY (413, one line) and rewrite chat-completions
-    requests with :func:`openai_defaults`."""
+    """ASGI middleware: refuse bodies over MAX_BODY (413, one line), rewrite chat-completions
+    requests with :func:`openai_defaults`, and answer the greedy structured ones of an
+    authorized client through ``batcher`` (``chat_batching``: concurrent clients batched)."""
 
-    def __init__(self, app, system_prompt: str):
+    def __init__(self, app, system_prompt: str, batcher=None, api_key: str | None = None,
+                 max_tokens: int = 768):
         self.app, self.system_prompt = app, system_prompt
+        self.batcher, self.api_key, self.max_tokens = batcher, api_key, max_tokens
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -223,9 +227,13 @@ class RequestShaper:
                 return await _refuse(send, 413, f"request body over {MAX_BODY // 2**20} MiB")
         body = b"".join(chunks)
         try:
-            shaped = json.dumps(openai_defaults(json.loads(body), self.system_prompt)).encode()
+            request = openai_defaults(json.loads(body), self.system_prompt)
+            shaped = json.dumps(request).encode()
         except (ValueError, TypeError, AttributeError):
-            shaped = body  # not JSON: llama-cpp-python's validation answers it
+            request, shaped = None, body  # not JSON: llama-cpp-python's validation answers it
+        batched = self._batchable(request, headers)
+        if batched is not None:
+            return await self._answer_batched(batched, send)
         sent = False
 
         async def replay():
@@ -239,11 +247,37 @@ class RequestShaper:
                  + [(b"content-length", str(len(shaped)).encode())]}
         return await self.app(scope, replay, send)
 
+    def _batchable(self, request, headers: dict) -> dict | None:
+        from folio_llm.chat_batching import batchable
+
+        if self.batcher is None or request is None:
+            return None
+        if self.api_key and headers.get(b"authorization", b"").decode(errors="replace") != f"Bearer {self.api_key}":
+            return None  # llama-cpp-python's server refuses it
+        return batchable(request, self.max_tokens)
+
+    async def _answer_batched(self, request: dict, send) -> None:
+        import anyio
+
+        try:
+            reply, together = await anyio.to_thread.run_sync(self.batcher.answer, request)
+        except Exception as exc:  # one line to the client, as llama-cpp-python's server answers
+            client_error = isinstance(exc, ValueError)
+            return await _send_json(send, 400 if client_error else 500, {"error": {
+                "message": " ".join(str(exc).split())[:400] or type(exc).__name__,
+                "type": "invalid_request_error" if client_error else "server_error"}})
+        await _send_json(send, 200, reply, [(b"x-folio-llm-batched", str(together).encode())])
+
 
 async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    await _send_json(send, status, {"error": message})
+
+
+async def _send_json(send, status: int, value, headers: list | None = None) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -255,6 +289,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from llama_cpp.server.app import create_app as create_openai_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    from folio_llm.chat_batching import ChatBatcher
     from folio_llm.checking import FolioMapper
     from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.folio.api import FolioApi
@@ -290,7 +325,8 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
         store.close()
         generator.close()
 
-    return RequestShaper(app, system_prompt)
+    batcher = ChatBatcher(generator, cataloger.model_lock, params.export.name)
+    return RequestShaper(app, system_prompt, batcher, api_key, params.eval.max_new_tokens)
 
 
 def error(status: int, message: str) -> JSONResponse:
