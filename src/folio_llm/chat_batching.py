@@ -100,10 +100,9 @@ class ChatBatcher:
         from folio_llm.models import prompt_text
 
         tokenizer = self.generator.tokenizer
-        schema, limit = requests[0]["schema"], requests[0]["max_tokens"]
-        key = json.dumps(schema, sort_keys=True)
+        key, limit = _group(requests[0])
         if key not in self.factories:
-            self.factories[key] = schema_processor_factory(tokenizer, schema)
+            self.factories[key] = schema_processor_factory(tokenizer, requests[0]["schema"])
         conversations = [request["messages"] for request in requests]
         with self.lock:
             answers = generate_batched(self.generator.model, tokenizer, conversations, self.generator.batch_size,

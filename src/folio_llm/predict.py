@@ -230,9 +230,8 @@ def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *,
         conversations = [r.messages for r in part]
         with lock or nullcontext():
             if hasattr(generator, "answer_scored"):
-                streaming = {} if on_tokens is None else {
-                    "on_tokens": lambda i, tokens, start=start: on_tokens(start + i, tokens)}
-                answers = generator.answer_scored(conversations, progress=progress, **streaming)
+                answers = generator.answer_scored(conversations, progress=progress, on_tokens=on_tokens and (
+                    lambda i, tokens, start=start: on_tokens(start + i, tokens)))
             else:
                 answers = [ScoredAnswer(text) for text in generator.answer(conversations, progress=progress)]
         for request, answer in zip(part, answers):
