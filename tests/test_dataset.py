@@ -163,3 +163,24 @@ def test_training_rows_leave_fields_out_of_description_and_target_alike(records)
         else:
             assert fewer.reference == full.reference  # the record itself is the same
     assert 0.5 * len(pairs) < shorter < len(pairs)
+
+
+@pytest.mark.parametrize("style", ["clauses", "oneline", "isbd", "labels", "sentence"])
+def test_roles_no_word_tells_leave_the_answer_when_untold_targets_says_so(records, style):
+    """Without 'contributors.contributorTypeText' in dataset.untold_targets, names told without
+    role words ('By Brenda Jackson') get no contributorTypeText in the answer; told roles stay,
+    and the default keeps every role as before."""
+    record = next(r for r in records if any(c.get("contributorTypeText") for c in r.get("contributors", [])))
+    names_only = ["languages", "instanceTypeText", "modeOfIssuanceText"]
+
+    def answer(roles: float, untold: list[str] | None = None):
+        dataset = {"styles": {style: 1}, "tell": {"roles": roles}, **({"untold_targets": untold} if untold else {})}
+        example = PromptRenderer(parse_params({"dataset": dataset}).dataset, 42).render(record, "x")
+        return example, json.loads(example.assistant)["contributors"]
+
+    example, contributors = answer(0.0, names_only)
+    assert [c["name"] for c in contributors] == [c["name"] for c in record["contributors"]]
+    assert not any("contributorTypeText" in c for c in contributors) and not example.roles_told
+    example, contributors = answer(1.0, names_only)
+    assert contributors == record["contributors"] and example.roles_told
+    assert answer(0.0)[1] == record["contributors"]

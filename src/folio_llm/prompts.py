@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from folio_llm.sections.dataset import DatasetParams
+from folio_llm.sections.dataset import CSL_STYLES, ROLE_TARGET, DatasetParams
 from folio_llm.styles import describe, draw_style
 
 def target_json(target: dict) -> str:
@@ -96,6 +96,9 @@ class PromptRenderer:
                          if f in told or f not in self.params.prompt_fields}
         untold = set(self.params.untold_targets)
         target = {f: v for f, v in reference.items() if f in told or f in untold}
+        style = style or drawn
+        if "contributors" in target and not telling.roles and style not in CSL_STYLES and ROLE_TARGET not in untold:
+            target["contributors"] = without_roles(target["contributors"])
         messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -103,5 +106,12 @@ class PromptRenderer:
         ]
         transcribed = [f for f in reference if f in told]
         inferred = [f for f in reference if f not in told]
-        return Example(key, messages, target, transcribed, inferred, style or drawn, reference,
+        return Example(key, messages, target, transcribed, inferred, style, reference,
                        telling.roles and "contributors" in told)
+
+
+def without_roles(contributors: list) -> list:
+    """The contributors of an answer whose description names them without role words: a role
+    no word told is left out (a citation's roles are read off the reference it prints)."""
+    return [{k: v for k, v in c.items() if k != "contributorTypeText"} if isinstance(c, dict) else c
+            for c in contributors]

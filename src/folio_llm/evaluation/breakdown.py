@@ -56,8 +56,9 @@ def majority_values(train_answers: Sequence[dict]) -> dict:
     """The most common value of each inferred field in the training answers."""
     values = {field: _majority([a[field] for a in train_answers if field in a])
               for field in ("languages", "instanceTypeText", "modeOfIssuanceText")}
-    values["contributor_types"] = _majority([c["contributorTypeText"] for a in train_answers
-                                             for c in a.get("contributors") or [] if c.get("contributorTypeText")])
+    # no role is a value too: most contributors of a catalog may have none
+    values["contributor_types"] = _majority([c.get("contributorTypeText") for a in train_answers
+                                             for c in a.get("contributors") or [] if isinstance(c, dict)])
     return values
 
 
