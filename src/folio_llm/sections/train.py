@@ -38,7 +38,7 @@ class TrainParams:
         "torch",
     )
     lora: LoraParams = setting("LoRA adapter shape.", factory=LoraParams)
-    learning_rate: float = setting("Peak learning rate.", 2e-3)
+    learning_rate: float = setting("Peak learning rate.", 3e-3)
     lr_schedule: Literal["cosine", "linear", "constant"] = setting("Decay after warm-up.", "cosine")
     warmup_ratio: float = setting("Share of optimizer steps spent warming up.", 0.05)
     weight_decay: float = setting("AdamW weight decay on the LoRA weights.", 0.0)
