@@ -1,16 +1,19 @@
 """LoRA training throughput: the project's trainer vs a stock configuration, in one run.
 
 Stock = HF `Trainer` + peft, fp32, every row padded to the longest row. Both train the same
-rows of the real training set (SmolLM2-135M, r=8 on all linear layers) for the same number of
-optimizer steps and batch size. Tokens are non-pad tokens processed. The machine's matmul
-peak is measured in the same run (large fp32 and bf16 matmuls), and
+rows of the real training set (SmolLM2-135M, the default LoRA layout of params.train) with the
+same batch size; ours for ``--steps`` steps, stock for ``--stock-steps`` steps of which the first
+(allocation, warm-up) is not timed: a stock step takes up to a minute on an fp32-only CPU.
+Tokens are non-pad tokens processed. The machine's matmul peak is measured in the same run
+(large fp32 matmuls, and bf16 ones where the CPU has bf16 arithmetic: emulated bf16 would take
+minutes and tell nothing), and
 
     peak_share = ours achieved FLOP/s / peak FLOP/s of the faster precision on this machine,
 
 with FLOP per token = 4 x parameters (LoRA: forward 2N, backward through activations 2N)
 + 6 x layers x mean length x hidden (causal attention, forward and backward).
 
-    python benchmarks/train_throughput.py [--steps 20] [--batch-size 8]
+    python benchmarks/train_throughput.py [--steps 6] [--stock-steps 3] [--batch-size 4]
 
 Last line: `ours_tok_s=… stock_tok_s=… ratio=… peak_share=…`
 """
@@ -52,9 +55,10 @@ def base_folder(base: str | None, tmp: Path) -> Path:
 
 
 def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) -> float:
+    """Non-pad tokens/s of the stock trainer over its steps after the first."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
     from folio_llm.training.data import collate
 
@@ -76,58 +80,74 @@ def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) 
                 "attention_mask": torch.nn.functional.pad(row["attention_mask"][0], (0, pad), value=0),
             }
 
-    seen = []
+    seen = []  # non-pad tokens of each batch, in the order the steps take them
 
     def collator(items):
-        seen.extend(int(i["attention_mask"].sum()) for i in items)
+        seen.append(sum(int(i["attention_mask"].sum()) for i in items))
         return {k: torch.stack([i[k] for i in items]) for k in items[0]}
 
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.seconds: list[float] = []
+
+        def on_step_begin(self, *args, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    timer = StepTimes()
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps,
                                  learning_rate=1e-3, report_to=[], save_strategy="no", logging_strategy="no",
                                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=42)
-        trainer = Trainer(model=model, args=args, train_dataset=Padded(), data_collator=collator)
-        start = time.perf_counter()
+        trainer = Trainer(model=model, args=args, train_dataset=Padded(), data_collator=collator, callbacks=[timer])
         trainer.train()
-        seconds = time.perf_counter() - start
-    return sum(seen) / seconds
+    # the loader may fetch one batch ahead of the steps: step i took seen[i]
+    first = 1 if len(timer.seconds) > 1 else 0
+    return sum(seen[first:len(timer.seconds)]) / sum(timer.seconds[first:])
 
 
 @click.command()
-@click.option("--steps", default=20, show_default=True, help="Optimizer steps for each trainer.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--steps", default=6, show_default=True, help="Optimizer steps of our trainer.")
+@click.option("--stock-steps", default=3, show_default=True,
+              help="Optimizer steps of the stock trainer; the first is not timed.")
+@click.option("--batch-size", default=4, show_default=True, help="Rows a step (train.batch_size's default).")
 @click.option("--data", default=str(REPO / "data" / "datasets" / "chat"), show_default=True,
               help="Folder with train.jsonl (chat layout); run `dvc repro dataset` first.")
 @click.option("--base", default=None, help="HF base folder (default: models/base, else the embedded GGUF).")
 @click.option("--precision", default="auto", show_default=True, help="Our trainer's train.precision.")
 @click.option("--compile", "compile_setting", default="auto", show_default=True, help="Our trainer's train.compile.")
-def main(steps, batch_size, data, base, precision, compile_setting):
+def main(steps, stock_steps, batch_size, data, base, precision, compile_setting):
     import torch
 
     from folio_llm.jsonl import load_jsonl
     from folio_llm.models import load_tokenizer
     from folio_llm.params import parse_params
+    from folio_llm.precision import cpu_has_bf16, cpu_type
     from folio_llm.training.data import encode_rows
     from folio_llm.training.loop import RunPaths, train
 
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul_peak_gflops fp32={peak['fp32'] / 1e9:.0f} bf16={peak['bf16'] / 1e9:.0f} "
-          f"threads={torch.get_num_threads()}", flush=True)
+    peak = {"fp32": matmul_peak(torch.float32)}
+    if cpu_has_bf16() or torch.cuda.is_available():
+        peak["bf16"] = matmul_peak(torch.bfloat16)
+    shown = " ".join(f"{name}={value / 1e9:.0f}" for name, value in peak.items())
+    print(f"{cpu_type()}; matmul_peak_gflops {shown} threads={torch.get_num_threads()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base_dir = base_folder(base, tmp)
-        params = parse_params({"train": {"max_steps": steps, "batch_size": batch_size, "lora": {"rank": 8, "alpha": 16},
-                                         "precision": precision, "compile": compile_setting, "save_every": 10**6, "log_every": 10**6}}).train
+        params = parse_params({"train": {"max_steps": steps, "batch_size": batch_size, "precision": precision,
+                                         "compile": compile_setting, "save_every": 10**6, "log_every": 10**6}}).train
         tokenizer = load_tokenizer(str(base_dir))
         rows = encode_rows(tokenizer, load_jsonl(Path(data) / "train.jsonl"), params.max_length).rows
-        n_rows = min(len(rows), steps * batch_size)
+        n_rows = min(len(rows), max(steps, stock_steps) * batch_size)
         subset = tmp / "data"
         subset.mkdir()
         (subset / "train.jsonl").write_text("".join(
             line for line in list(open(Path(data) / "train.jsonl", encoding="utf-8"))[:n_rows]), encoding="utf-8")
 
         ours = train(params, 42, RunPaths(subset, base_dir, tmp / "adapter", tmp / "ck"))
-        stock_tok_s = run_stock(base_dir, rows[:n_rows], steps, batch_size, tokenizer.pad_token_id, params.lora)
+        stock_tok_s = run_stock(base_dir, rows[:n_rows], stock_steps, batch_size, tokenizer.pad_token_id, params.lora)
 
         from transformers import AutoConfig
 
