@@ -6,10 +6,12 @@ max_new_tokens, all under one llama.cpp model in memory:
 - one at a time: the path `predict` took before batching (llama.cpp's JSON grammar + the copy
   constraint, one `create_completion` per prompt);
 - batched: `decoding.llamacpp.generate_batched`, the path `predict` and the page take now
-  (xgrammar's JSON schema + the copy constraint, --batch rows a `llama_decode`), once per size.
-Answers of every constrained path are compared with one at a time's, row by row.
+  (xgrammar's JSON schema + the copy constraint, --batch rows a `llama_decode`), once per size
+  and per --drafts count (0: a token a row a decode; N: draft-then-verify, N drafted tokens).
+Answers of every constrained path are compared with one at a time's, and drafted answers also
+with the same batch size's undrafted ones, row by row.
 
-    python benchmarks/llamacpp_batched.py [--rows 32] [--batch 1,16,32] [--repeats 1]
+    python benchmarks/llamacpp_batched.py [--rows 32] [--batch 1,16,32] [--drafts 0,4] [--repeats 1]
 
 Last line: `records_per_s plain=… one_at_a_time=… batched=… (batch B) ratio_vs_plain=…`.
 """
@@ -41,8 +43,10 @@ def timed(run, repeats: int) -> tuple[float, list]:
 @click.option("--data", default=str(REPO / "data" / "datasets" / "openai" / "test.jsonl"), show_default=True)
 @click.option("--rows", default=32, show_default=True, help="Real test prompts (0: all).")
 @click.option("--batch", "batches", default="1,16,32", show_default=True, help="Batch sizes of the batched path.")
+@click.option("--drafts", default="0", show_default=True, help="Drafted tokens per step of the batched path.")
+@click.option("--skip-one-at-a-time", is_flag=True, help="Leave out the slow one-at-a-time path (compare with batch 1).")
 @click.option("--repeats", default=1, show_default=True, help="Runs per path; medians reported.")
-def main(model, data, rows, batches, repeats):
+def main(model, data, rows, batches, drafts, skip_one_at_a_time, repeats):
     from folio_llm.decoding import llamacpp
     from folio_llm.decoding.constraints import decoding_constraint, decoding_settings
     from folio_llm.decoding.drafting import DraftStats
@@ -75,28 +79,38 @@ def main(model, data, rows, batches, repeats):
         seconds["plain"], plain_answers = timed(plain, repeats)
         tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in plain_answers)
         print(f"plain chat completion: {seconds['plain']:.1f} s ({tokens} tokens)", flush=True)
-        seconds["one at a time"], reference = timed(one_at_a_time, repeats)
-        print(f"one at a time: {seconds['one at a time']:.1f} s", flush=True)
+        if not skip_one_at_a_time:
+            seconds["one at a time"], reference = timed(one_at_a_time, repeats)
+            print(f"one at a time: {seconds['one at a time']:.1f} s", flush=True)
+        else:
+            reference = None
         for size in sizes:
-            stats = DraftStats()
+            undrafted = None
+            for draft in [int(d) for d in drafts.split(",") if d.strip()]:
+                stats = DraftStats()
 
-            def batched():
-                return [a.text for a in llamacpp.generate_batched(llm, tokenizer, conversations, size, limit, factory,
-                                                                  False, decoding.schema, stats)]
+                def batched():
+                    return [a.text for a in llamacpp.generate_batched(llm, tokenizer, conversations, size, limit,
+                                                                      factory, False, decoding.schema, stats,
+                                                                      draft_tokens=draft)]
 
-            seconds[f"batch {size}"], answers = timed(batched, repeats)
-            same = sum(a == b for a, b in zip(answers, reference))
-            print(f"batched, batch {size}: {seconds[f'batch {size}']:.1f} s, identical to one at a time: "
-                  f"{same}/{len(reference)}; {stats.forced / max(stats.tokens, 1):.0%} of tokens forced by the "
-                  f"constraints, {stats.tokens / max(stats.passes, 1):.1f} tokens a decode", flush=True)
-            for number, (mine, theirs) in enumerate(zip(answers, reference), start=1):
-                if mine != theirs:
-                    print(f"  row {number} differs:\n    batched:       {mine}\n    one at a time: {theirs}")
+                name = f"batch {size}" + (f", draft {draft}" if draft else "")
+                seconds[name], answers = timed(batched, repeats)
+                undrafted = answers if draft == 0 else undrafted
+                compared = [(label, other) for label, other in (("one at a time", reference),
+                                                                ("undrafted", undrafted if draft else None)) if other]
+                print(f"{name}: {seconds[name]:.1f} s, " + ", ".join(
+                    f"identical to {label}: {sum(a == b for a, b in zip(answers, other))}/{len(other)}"
+                    for label, other in compared) + f"; {stats.line()}", flush=True)
+                for label, other in compared:
+                    for number, (mine, theirs) in enumerate(zip(answers, other), start=1):
+                        if mine != theirs:
+                            print(f"  row {number} differs from {label}:\n    {name}: {mine}\n    {label}: {theirs}")
     finally:
         llm.close()
     rate = {name: len(conversations) / value for name, value in seconds.items()}
     best = min((name for name in rate if name.startswith("batch")), key=lambda name: seconds[name])
-    print(f"records_per_s plain={rate['plain']:.3f} one_at_a_time={rate['one at a time']:.3f} "
+    print(f"records_per_s plain={rate['plain']:.3f} one_at_a_time={rate.get('one at a time', float('nan')):.3f} "
           f"batched={rate[best]:.3f} ({best}) ratio_vs_plain={rate[best] / rate['plain']:.2f}")
 
 

@@ -106,7 +106,9 @@ class ChatBatcher:
         conversations = [request["messages"] for request in requests]
         with self.lock:
             answers = generate_batched(self.generator.model, tokenizer, conversations, self.generator.batch_size,
-                                       limit, self.factories[key], progress=False)
+                                       limit, self.factories[key], progress=False,
+                                       draft_tokens=self.generator.draft_tokens,
+                                       answered=self.generator.answered_so_far())
         replies = []
         for conversation, answer in zip(conversations, answers):
             prompt = len(tokenizer(prompt_text(tokenizer, conversation), add_special_tokens=False)["input_ids"])

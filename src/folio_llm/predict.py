@@ -154,6 +154,9 @@ def pick_backend(model: Path, backend: str | None) -> str:
     return backend
 
 
+ANSWERED_NGRAMS = 200_000  # a server's index of earlier answers: a few hundred answers, tens of MB
+
+
 @dataclass
 class Generator:
     """A loaded model that answers conversations greedily, with either backend."""
@@ -165,8 +168,9 @@ class Generator:
     max_new_tokens: int = 768
     schema: dict | None = None  # constrained decoding to this JSON schema
     copy_fields: list[str] | None = None  # values held to verbatim spans of the description
-    draft_tokens: int = 0  # draft-then-verify (transformers; llama.cpp batches rows instead)
+    draft_tokens: int = 0  # draft-then-verify, both backends (decoding.generate.verified_rows)
     _constraint: object = field(default=None, repr=False)
+    _answered: object = field(default=None, repr=False)  # llama.cpp: earlier answers, drafts for the next ones
 
     @classmethod
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
@@ -196,12 +200,24 @@ class Generator:
             from folio_llm.decoding.llamacpp import generate_batched
 
             return generate_batched(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
-                                    self._constraint, progress=progress, schema=self.schema, on_tokens=on_tokens)
+                                    self._constraint, progress=progress, schema=self.schema, on_tokens=on_tokens,
+                                    draft_tokens=self.draft_tokens, answered=self.answered_so_far())
         from folio_llm.decoding.generate import generate_scored
 
         return generate_scored(self.model, self.tokenizer, conversations, self.batch_size, self.max_new_tokens,
                                self._constraint, progress=progress, schema=self.schema,
                                draft_tokens=self.draft_tokens)
+
+    def answered_so_far(self):
+        """The n-grams of the answers this generator wrote (a page answers one description at a
+        time: the keys every answer repeats are its best drafts), started afresh once it grows
+        past ``ANSWERED_NGRAMS``."""
+        from folio_llm.decoding.drafting import NgramIndex
+        from folio_llm.decoding.generate import DRAFT_NGRAM
+
+        if self._answered is None or len(self._answered.after) > ANSWERED_NGRAMS:
+            self._answered = NgramIndex(DRAFT_NGRAM)
+        return self._answered
 
     def close(self) -> None:
         # llama-cpp-python frees a model left to interpreter shutdown with a traceback

@@ -61,10 +61,16 @@ class NgramIndex:
 
 class PromptLookup:
     """Drafts of up to ``length`` tokens for the rows of one batch (``prompts``: each row's
-    prompt tokens, padding left out), sharing ``answers``, the index of the run's answers."""
+    prompt tokens, padding left out), sharing ``answers``, the index of the run's answers.
+    ``per_pass``: at most this many tokens in one forward pass, the rows' own next tokens
+    included, for an engine whose pass costs grow with every token it reads (llama.cpp on a CPU:
+    a pass over many rows is already bound by arithmetic, and a draft there costs more than it
+    saves); None: no such limit."""
 
-    def __init__(self, prompts: Sequence[Sequence[int]], answers: NgramIndex, length: int):
+    def __init__(self, prompts: Sequence[Sequence[int]], answers: NgramIndex, length: int,
+                 per_pass: int | None = None):
         self.length = length
+        self.per_pass = per_pass
         self.answers = answers
         self.prompts = []
         for prompt in prompts:
@@ -72,11 +78,20 @@ class PromptLookup:
             index.extend(list(prompt))
             self.prompts.append(index)
 
-    def draft(self, row: int, tokens: Sequence[int]) -> list[int]:
-        """What may come after ``tokens``, the answer of ``row`` so far."""
+    def drafts(self, rows: Sequence[int], answers: Sequence[Sequence[int]]) -> list[list[int]]:
+        """What may come after each answer so far (``answers[i]``: that of row ``rows[i]``),
+        within the ``per_pass`` budget."""
+        length = self.length if self.per_pass is None else min(self.length, (self.per_pass - len(rows)) // len(rows))
+        return [self.draft(row, tokens, length) for row, tokens in zip(rows, answers)] if length > 0 \
+            else [[] for _ in rows]
+
+    def draft(self, row: int, tokens: Sequence[int], length: int | None = None) -> list[int]:
+        """What may come after ``tokens``, the answer of ``row`` so far (up to ``length`` tokens,
+        the lookup's own by default)."""
+        length = self.length if length is None else length
         for n in range(min(self.answers.longest, len(tokens)), 0, -1):
             for index in (self.prompts[row], self.answers):
-                found = index.following(tokens, n, self.length)
+                found = index.following(tokens, n, length)
                 if found:
                     return found
         return []

@@ -2,7 +2,7 @@
 (``models.prompt_text``), the same renderer training used.
 
 Two loops give the same greedy answers: transformers' own ``generate`` (``draft_tokens=0``), and
-draft-then-verify (``verified_batch``): each step drafts up to ``draft_tokens`` tokens per row
+draft-then-verify (``verified_rows``): each step drafts up to ``draft_tokens`` tokens per row
 (``decoding.drafting``), runs them through the model in one forward pass, and keeps them while
 each is the token greedy decoding picks under the constraints; the first one that is not is
 replaced by the model's own choice. A row that is done leaves the batch at once."""
@@ -122,7 +122,7 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
                     draft_stats: DraftStats | None = None) -> list[ScoredAnswer]:
     """:func:`generate`'s answers, each with how sure the model was of every field
     (``decoding.doubt``; with the JSON ``schema`` decoding was held to, also of the fields it
-    left out). ``draft_tokens`` > 0: decoded by :func:`verified_batch`, drafting that many and
+    left out). ``draft_tokens`` > 0: decoded by :func:`verified_rows`, drafting that many and
     counting in ``draft_stats``."""
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -142,9 +142,10 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
         if draft_tokens > 0:
             unpadded = [row[mask.bool()].tolist() for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
             lookup = PromptLookup(unpadded, answered, draft_tokens)
-            written = verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens, lookup,
-                                     stop_at_object_end=logits_processor_factory is None,
-                                     stats=draft_stats)
+            with torch.inference_mode():
+                written = verified_rows(TorchRows(model, encoded, tokenizer.pad_token_id), len(batch), tokenizer,
+                                        processors, closes, max_new_tokens, lookup,
+                                        stop_at_object_end=logits_processor_factory is None, stats=draft_stats)
             for row, (tokens, probabilities) in zip(batch, written):
                 answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
             continue
@@ -198,81 +199,113 @@ def constrained_choice(processors, rows: list[int], logits, closes, stats: Draft
     return choices.tolist(), chosen_probability(scores, choices, closes).tolist()
 
 
-def verified_batch(model, tokenizer, encoded, processors, closes, max_new_tokens: int, lookup: PromptLookup,
-                   stop_at_object_end: bool, stats: DraftStats) -> list[tuple[list[int], list[float]]]:
-    """Greedy answers of one left-padded batch, drafted by ``lookup`` and verified: per row its
-    tokens and the probability of each under the constraints (``processors``, which take each
-    row's tokens one by one: ``restrict(rows, scores)``, ``accept(row, token)``).
+class TorchRows:
+    """A left-padded batch in a transformers model with its KV cache: the engine
+    :func:`verified_rows` drives. The cache keeps the drafted tokens the model did not confirm;
+    they are masked out of attention and positions count only the kept ones, so every kept token
+    sees exactly the context plain greedy decoding gives it."""
 
-    The cache keeps the drafted tokens the model did not confirm; they are masked out of
-    attention and positions count only the kept ones, so every kept token sees exactly the
-    context plain greedy decoding gives it."""
+    def __init__(self, model, encoded, pad_token_id: int):
+        from transformers import DynamicCache
+
+        self.model, self.pad_token_id = model, pad_token_id
+        self.ids, self.mask = encoded["input_ids"], encoded["attention_mask"]
+        self.cache = DynamicCache(config=model.config)
+        self.kept = self.mask.sum(dim=-1)  # tokens each slot has in the cache, drafts it did not keep not counted
+        self.fed = 0  # tokens per slot the last step added to the cache
+
+    def prefill(self):
+        """Read the prompts: the logits after each one's last token, [rows, 1, vocab]."""
+        positions = (self.mask.cumsum(dim=-1) - 1).masked_fill(self.mask == 0, 1)
+        return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=positions, cache=self.cache,
+                          use_cache=True, logits_to_keep=1).logits
+
+    def step(self, following: list[int], drafts: list[list[int]]):
+        """Each live slot's next token and its draft in one forward pass: the logits after every
+        one, [slots, 1 + longest draft, vocab] (a shorter draft's padding is never read)."""
+        import torch
+
+        width = self.fed = 1 + max(len(draft) for draft in drafts)
+        step_ids = torch.tensor([[token] + draft + [self.pad_token_id] * (width - 1 - len(draft))
+                                 for token, draft in zip(following, drafts)], dtype=self.ids.dtype)
+        positions = self.kept[:, None] + torch.arange(width)[None, :]
+        attending = torch.cat([self.mask, torch.ones(len(following), width, dtype=self.mask.dtype)], dim=-1)
+        return self.model(input_ids=step_ids, attention_mask=attending, position_ids=positions, cache=self.cache,
+                          use_cache=True, logits_to_keep=width).logits
+
+    def keep(self, confirmed: list[int]) -> None:
+        """Of the last step's tokens, slot i keeps its first 1 + confirmed[i]: the rest are masked."""
+        import torch
+
+        if self.fed:
+            grown = torch.tensor([[1] * (1 + count) + [0] * (self.fed - 1 - count) for count in confirmed],
+                                 dtype=self.mask.dtype)
+            self.mask, self.kept = torch.cat([self.mask, grown], dim=-1), self.kept + grown.sum(dim=-1)
+
+    def select(self, slots: list[int]) -> None:
+        """Keep the slots in ``slots`` (in that order); the others leave the batch."""
+        import torch
+
+        index = torch.tensor(slots)
+        self.cache.batch_select_indices(index)
+        self.mask, self.kept = self.mask[index], self.kept[index]
+
+
+def verified_rows(engine, rows: int, tokenizer, processors, closes, max_new_tokens: int,
+                  lookup: PromptLookup | None, stop_at_object_end: bool, stats: DraftStats,
+                  on_tokens=None) -> list[tuple[list[int], list[float]]]:
+    """Greedy answers of the ``rows`` rows of ``engine`` (:class:`TorchRows`,
+    ``llamacpp.LlamaRows``), drafted by ``lookup`` (None: a token per row a step) and verified:
+    per row its tokens and the probability of each under the constraints (``processors``, which
+    take each row's tokens one by one: ``restrict(rows, scores)``, ``accept(row, token)``).
+    A row that is done leaves the batch at once; ``on_tokens(row, tokens)`` after every step."""
     import torch
-    from transformers import DynamicCache
 
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    rows = ids.shape[0]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     probabilities: list[list[float]] = [[] for _ in range(rows)]
     finished = AnswerEnd(tokenizer, rows, max_new_tokens, stop_at_object_end)
-
-    live = list(range(rows))  # the row in each slot of the model's batch
-    cache = DynamicCache(config=model.config)
-    kept = mask.sum(dim=-1)  # tokens each slot has in the cache, drafts it did not keep not counted
-    with torch.inference_mode():
-        positions = (mask.cumsum(dim=-1) - 1).masked_fill(mask == 0, 1)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                       use_cache=True, logits_to_keep=1).logits
-        stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + rows
-        drafts: list[list[int]] = [[] for _ in live]
-        fed = 0  # tokens per row the last forward pass added to the cache (the prompt's pass: none counted here)
-        while True:
-            confirmed, following, done = [0] * len(live), [0] * len(live), [False] * len(live)
-            checking = list(range(len(live)))
-            for step in range(logits.shape[1]):
-                if not checking:
-                    break
-                choices, chosen = constrained_choice(processors, [live[slot] for slot in checking],
-                                                     logits[checking, step], closes, stats)
-                still = []
-                for slot, token, probability in zip(checking, choices, chosen):
-                    row = live[slot]
-                    tokens[row].append(token)
-                    probabilities[row].append(probability)
-                    for processor in processors:
-                        processor.accept(row, token)
-                    if finished(row, tokens[row]):
-                        done[slot] = True
-                    elif step < len(drafts[slot]) and drafts[slot][step] == token:
-                        confirmed[slot] += 1
-                        still.append(slot)
-                    else:
-                        following[slot] = token
-                checking = still
-            stats.tokens += len(live) + sum(confirmed)
-            stats.confirmed += sum(confirmed)
-            if fed:  # the cache holds the step's input: keep what was confirmed, mask the rest
-                grown = torch.tensor([[1] * (1 + confirmed[slot]) + [0] * (fed - 1 - confirmed[slot])
-                                      for slot in range(len(live))], dtype=mask.dtype)
-                mask, kept = torch.cat([mask, grown], dim=-1), kept + grown.sum(dim=-1)
-            for slot, row in enumerate(live):
-                lookup.wrote(tokens[row], len(tokens[row]) - 1 - confirmed[slot])
-            stay = [slot for slot in range(len(live)) if not done[slot]]
-            if not stay:
+    live = list(range(rows))  # the row in each slot of the engine's batch
+    logits = torch.as_tensor(engine.prefill())
+    stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + rows
+    drafts: list[list[int]] = [[] for _ in live]
+    while True:
+        confirmed, following, done = [0] * len(live), [0] * len(live), [False] * len(live)
+        checking = list(range(len(live)))
+        for step in range(logits.shape[1]):
+            if not checking:
                 break
-            if len(stay) < len(live):
-                index = torch.tensor(stay)
-                cache.batch_select_indices(index)
-                mask, kept = mask[index], kept[index]
-                live, following = [live[s] for s in stay], [following[s] for s in stay]
-            drafts = [lookup.draft(row, tokens[row]) for row in live]
-            fed = width = 1 + max(len(draft) for draft in drafts)
-            stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
-            stats.drafted += sum(len(draft) for draft in drafts)
-            step_ids = torch.tensor([[token] + draft + [tokenizer.pad_token_id] * (width - 1 - len(draft))
-                                     for token, draft in zip(following, drafts)], dtype=ids.dtype)
-            positions = kept[:, None] + torch.arange(width)[None, :]
-            attending = torch.cat([mask, torch.ones(len(live), width, dtype=mask.dtype)], dim=-1)
-            logits = model(input_ids=step_ids, attention_mask=attending, position_ids=positions, cache=cache,
-                           use_cache=True, logits_to_keep=width).logits
-    return [(tokens[row], probabilities[row]) for row in range(rows)]
+            choices, chosen = constrained_choice(processors, [live[slot] for slot in checking],
+                                                 logits[checking, step], closes, stats)
+            still = []
+            for slot, token, probability in zip(checking, choices, chosen):
+                row = live[slot]
+                tokens[row].append(token)
+                probabilities[row].append(probability)
+                for processor in processors:
+                    processor.accept(row, token)
+                if finished(row, tokens[row]):
+                    done[slot] = True
+                elif step < len(drafts[slot]) and drafts[slot][step] == token:
+                    confirmed[slot] += 1
+                    still.append(slot)
+                else:
+                    following[slot] = token
+            checking = still
+        stats.tokens += len(live) + sum(confirmed)
+        stats.confirmed += sum(confirmed)
+        engine.keep(confirmed)
+        for slot, row in enumerate(live):
+            if lookup is not None:
+                lookup.wrote(tokens[row], len(tokens[row]) - 1 - confirmed[slot])
+            if on_tokens is not None:
+                on_tokens(row, tokens[row])
+        stay = [slot for slot in range(len(live)) if not done[slot]]
+        if not stay:
+            return [(tokens[row], probabilities[row]) for row in range(rows)]
+        if len(stay) < len(live):
+            engine.select(stay)
+            live, following = [live[s] for s in stay], [following[s] for s in stay]
+        drafts = lookup.drafts(live, [tokens[row] for row in live]) if lookup is not None else [[] for _ in live]
+        stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
+        stats.drafted += sum(len(draft) for draft in drafts)
+        logits = torch.as_tensor(engine.step(following, drafts))

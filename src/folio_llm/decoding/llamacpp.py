@@ -133,6 +133,9 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
 
 
 BATCH_TOKENS = 512  # tokens per llama_decode call while the prompts are read
+# at most this many tokens a llama_decode while answering, drafts included: one row drafts up to
+# 7, 16 rows draft none (where decoding is already bound by arithmetic; benchmarks/RESULTS.md)
+DRAFT_PER_DECODE = 8
 
 
 class LlamaRows:
@@ -160,44 +163,62 @@ class LlamaRows:
             raise ValueError(f"llama.cpp could not make a context for {len(self.prompts)} rows of {per_row} tokens")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.vocab = llm.n_vocab()
-        self.batch = llama_cpp.llama_batch_init(max(BATCH_TOKENS, len(self.prompts)), 0, 1)
+        self.batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
         self.seqs = list(range(len(self.prompts)))  # the sequence of each live slot
-        self.positions = [len(prompt) for prompt in self.prompts]
+        self.positions = [len(prompt) for prompt in self.prompts]  # where each sequence's next token goes
+        self.fed = [0] * len(self.prompts)  # tokens the last step gave each sequence
 
     def _decode(self, entries: list[tuple[int, int, int, bool]]):
-        """Feed (token, position, sequence, wants logits) entries in one llama_decode; the
-        logits asked for, in order, as a [n, vocab] array."""
-        batch = self.batch
-        for i, (token, position, seq, logits) in enumerate(entries):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
-            batch.seq_id[i][0], batch.logits[i] = seq, logits
-        batch.n_tokens = len(entries)
-        status = self.llama_cpp.llama_decode(self.ctx, batch)
-        if status != 0:
-            raise RuntimeError(f"llama_decode failed (status {status})")
-        wanted = [i for i, entry in enumerate(entries) if entry[3]]
-        return self.np.stack([self.np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.ctx, i),
-                                                          shape=(self.vocab,)) for i in wanted]) if wanted else None
-
-    def prefill(self):
-        """Read every prompt: the logits after each one's last token, [rows, vocab]."""
-        entries = [(token, position, seq, position == len(prompt) - 1)
-                   for seq, prompt in enumerate(self.prompts) for position, token in enumerate(prompt)]
+        """Feed (token, position, sequence, wants logits) entries, ``BATCH_TOKENS`` a
+        llama_decode; the logits asked for, in order, as a [n, vocab] array."""
         found = []
         for start in range(0, len(entries), BATCH_TOKENS):
-            logits = self._decode(entries[start:start + BATCH_TOKENS])
-            if logits is not None:
-                found.append(logits)
-        return self.np.concatenate(found)
+            part = entries[start:start + BATCH_TOKENS]
+            batch = self.batch
+            for i, (token, position, seq, logits) in enumerate(part):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+                batch.seq_id[i][0], batch.logits[i] = seq, logits
+            batch.n_tokens = len(part)
+            status = self.llama_cpp.llama_decode(self.ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode failed (status {status})")
+            found += [self.np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,))
+                      .copy() for i, entry in enumerate(part) if entry[3]]
+        return self.np.stack(found)
 
-    def feed(self, tokens: Sequence[int]):
-        """One token for each live slot, in order: the logits after it, [slots, vocab]."""
+    def prefill(self):
+        """Read every prompt: the logits after each one's last token, [rows, 1, vocab]."""
+        entries = [(token, position, seq, position == len(prompt) - 1)
+                   for seq, prompt in enumerate(self.prompts) for position, token in enumerate(prompt)]
+        return self._decode(entries)[:, None, :]
+
+    def step(self, following: Sequence[int], drafts: Sequence[Sequence[int]]):
+        """Each live slot's next token and its draft, all in one llama_decode: the logits after
+        every one, [slots, 1 + longest draft, vocab] (a shorter draft's rest is never read)."""
         entries = []
-        for slot, token in enumerate(tokens):
+        for slot, (token, draft) in enumerate(zip(following, drafts)):
             seq = self.seqs[slot]
-            entries.append((token, self.positions[seq], seq, True))
-            self.positions[seq] += 1
-        return self._decode(entries)
+            entries += [(fed, self.positions[seq] + k, seq, True) for k, fed in enumerate([token, *draft])]
+            self.fed[seq] = 1 + len(draft)
+        logits = self._decode(entries)
+        out = self.np.zeros((len(following), 1 + max(map(len, drafts)), self.vocab), dtype=self.np.float32)
+        start = 0
+        for slot, draft in enumerate(drafts):
+            out[slot, :1 + len(draft)] = logits[start:start + 1 + len(draft)]
+            start += 1 + len(draft)
+        return out
+
+    def keep(self, confirmed: Sequence[int]) -> None:
+        """Of the last step's tokens, slot i keeps its first 1 + confirmed[i]; the drafted ones
+        after them leave the cache, and the next token takes the first position they held."""
+        for slot, count in enumerate(confirmed):
+            seq = self.seqs[slot]
+            fed, self.fed[seq] = self.fed[seq], 0
+            if not fed:
+                continue
+            self.positions[seq] += 1 + count
+            if 1 + count < fed:
+                self.llama_cpp.llama_memory_seq_rm(self.memory, seq, self.positions[seq], -1)
 
     def select(self, slots: Sequence[int]) -> None:
         """Keep the rows in ``slots`` (in that order); the others' tokens leave the cache."""
@@ -213,75 +234,48 @@ class LlamaRows:
 
 def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], batch_size: int = 16,
                      max_new_tokens: int = 640, logits_processor_factory=None, progress: bool = True,
-                     schema: dict | None = None, stats=None, on_tokens=None) -> list:
+                     schema: dict | None = None, stats=None, on_tokens=None, draft_tokens: int = 0,
+                     answered=None) -> list:
     """:func:`generate_scored`'s answers, ``batch_size`` rows a ``llama_decode``
     (:class:`LlamaRows`), under the transformers path's constraints
     (``decoding.constraints``: xgrammar's JSON schema, the copy constraint), greedy; the tokens
-    written and forced counted in ``stats`` (``decoding.drafting.DraftStats``).
-    ``on_tokens(i, tokens)``: called after every step with conversation i's answer so far."""
+    written and forced counted in ``stats`` (``decoding.drafting.DraftStats``). ``draft_tokens``
+    > 0: draft-then-verify (``decoding.generate.verified_rows``), drafts looked up in each row's
+    prompt and in ``answered`` (``drafting.NgramIndex``: the answers written before, kept by a
+    caller that answers again; a new one otherwise). ``on_tokens(i, tokens)``: called after
+    every step with conversation i's answer so far."""
     import torch
 
     from folio_llm.decoding.doubt import ScoredAnswer, closing_tokens, scored_answer
-    from folio_llm.decoding.drafting import DraftStats
+    from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
+    from folio_llm.decoding.generate import DRAFT_NGRAM, verified_rows
     from folio_llm.models import prompt_text
 
     encoded = [tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
                for messages in conversations]
     for ids in encoded:
-        _fits(llm, len(ids), max_new_tokens)
+        _fits(llm, len(ids), max_new_tokens + draft_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     closes = torch.tensor(closing_tokens(tokenizer, llm.n_vocab()))
     answers: list = [ScoredAnswer("")] * len(encoded)
+    answered = NgramIndex(DRAFT_NGRAM) if answered is None else answered
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="generate", unit="batch", disable=None if progress else True, leave=False):
         processors = list(logits_processor_factory([conversations[i] for i in batch], 0)
                           if logits_processor_factory is not None else [])
-        engine = LlamaRows(llm, [encoded[i] for i in batch], max_new_tokens)
+        prompts = [encoded[i] for i in batch]
+        engine = LlamaRows(llm, prompts, max_new_tokens + draft_tokens)
         try:
-            written = _greedy_rows(engine, len(batch), tokenizer, processors, closes, max_new_tokens,
-                                   logits_processor_factory is None, stats if stats is not None else DraftStats(),
-                                   on_tokens and (lambda row, tokens, batch=batch: on_tokens(batch[row], tokens)))
+            written = verified_rows(engine, len(batch), tokenizer, processors, closes, max_new_tokens,
+                                    PromptLookup(prompts, answered, draft_tokens, DRAFT_PER_DECODE)
+                                    if draft_tokens > 0 else None,
+                                    logits_processor_factory is None, stats if stats is not None else DraftStats(),
+                                    on_tokens and (lambda row, tokens, batch=batch: on_tokens(batch[row], tokens)))
         finally:
             engine.close()
         for row, (tokens, probabilities) in zip(batch, written):
             answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
     return answers
-
-
-def _greedy_rows(engine: LlamaRows, rows: int, tokenizer, processors, closes, max_new_tokens: int,
-                 stop_at_object_end: bool, stats, on_tokens=None) -> list[tuple[list[int], list[float]]]:
-    """Greedy answers of the rows of ``engine``, a token per row per step: each row's tokens
-    and the probability of each under the constraints; a row that is done leaves the batch."""
-    import torch
-
-    from folio_llm.decoding.generate import AnswerEnd, constrained_choice
-
-    tokens: list[list[int]] = [[] for _ in range(rows)]
-    probabilities: list[list[float]] = [[] for _ in range(rows)]
-    finished = AnswerEnd(tokenizer, rows, max_new_tokens, stop_at_object_end)
-    live = list(range(rows))
-    logits = engine.prefill()
-    stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + rows
-    while True:
-        choices, chosen = constrained_choice(processors, live, torch.from_numpy(logits), closes, stats)
-        stats.tokens += len(live)
-        stay = []
-        for slot, (row, token, probability) in enumerate(zip(live, choices, chosen)):
-            tokens[row].append(token)
-            probabilities[row].append(probability)
-            for processor in processors:
-                processor.accept(row, token)
-            if on_tokens is not None:
-                on_tokens(row, tokens[row])
-            if not finished(row, tokens[row]):
-                stay.append(slot)
-        if not stay:
-            return [(tokens[row], probabilities[row]) for row in range(rows)]
-        if len(stay) < len(live):
-            engine.select(stay)
-            live = [live[slot] for slot in stay]
-        logits = engine.feed([tokens[row][-1] for row in live])
-        stats.passes, stats.row_steps = stats.passes + 1, stats.row_steps + len(live)
 
 
 def _fits(llm, prompt_tokens: int, max_new_tokens: int) -> None:

@@ -46,12 +46,14 @@ class EvalParams:
         "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
         0.72)
     draft_tokens: int = setting(
-        "Draft-then-verify decoding (transformers): per row and step, up to this many tokens are drafted "
-        "from the row's prompt and the answers written so far (prompt lookup: the JSON keys every answer "
-        "repeats, the values copied from the description), checked in one forward pass and kept only "
-        "where greedy decoding under the constraints picks them, so in float32 the answers are those of "
-        "plain decoding token for token (in bfloat16 they differ as much as between two batch sizes). "
-        "0 = transformers' plain generate.", 4)
+        "Draft-then-verify decoding (evaluate, predict, the page, the API): per row and step, up to "
+        "this many tokens are drafted from the row's prompt and the answers written so far (prompt "
+        "lookup: the JSON keys every answer repeats, the values copied from the description), checked "
+        "in one forward pass and kept only where greedy decoding under the constraints picks them, so "
+        "the answers are those of plain decoding token for token wherever the arithmetic of a pass over "
+        "several tokens equals that over one (transformers in float32; in bfloat16, and with llama.cpp's "
+        "kernels, they part at near-ties as between two batch sizes). "
+        "0 = a token a step (transformers' own generate).", 4)
     limit: int = setting("Evaluate only the first N test rows (0 = all).", 0)
     dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "Weights dtype for generation: 'auto' = bfloat16 where the device computes it natively "
