@@ -1,7 +1,9 @@
 """`folio-llm serve` under load: the page's "Propose" time, and the API's throughput at 1 and 4
 concurrent clients, beside `predict --backend llama.cpp` on the same GGUF and prompts.
 
-    python benchmarks/serve_throughput.py [--model models/gguf/folio-llm-q8_0.gguf] [--rows 8]
+    python benchmarks/serve_throughput.py [--model models/gguf/folio-llm-q8_0.gguf] [--rows 8] [--params F]
+
+(``--params``: another params.yaml, e.g. with ``eval.draft_tokens: 0`` to time decoding without drafts.)
 
 Starts the app in this process on a free loopback port. One line per measurement:
 `propose median_s=… first_field_median_s=…` (the streamed page endpoint: the whole proposal, and
@@ -74,7 +76,8 @@ def main(model, data, rows, params_path):
               f"output_tokens_per_s={tokens / elapsed:.1f}")
     stop()
 
-    generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens, schema=schema)
+    generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens, schema=schema,
+                               draft_tokens=params.eval.draft_tokens)
     started = time.perf_counter()
     answers = generator.answer(conversations, progress=False)
     elapsed = time.perf_counter() - started
