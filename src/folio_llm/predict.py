@@ -230,15 +230,18 @@ class Generator:
 
 
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,
-             progress: bool = True, review_below: float = 0.0,
+             progress: bool = True, review_below: float = 0.0, roles_need_words: bool = False,
              on_tokens=None) -> Iterator[tuple[object, str, Checked]]:
     """Each request (anything with ``.messages``) with the model's answer and its check, in
     order: the one answering loop of `predict` and the page's batch jobs. ``chunk`` requests
     per generation (0: all at once; the transformers path batches them), under ``lock`` when
     the model is shared between threads. Fields the model was less sure of than
     ``review_below`` are flagged for review in the check (a served model gives no confidence).
-    ``on_tokens(i, tokens)``: request i's answer as it is written, where the backend streams."""
+    ``on_tokens(i, tokens)``: request i's answer as it is written, where the backend streams.
+    ``roles_need_words``: an answer loses the roles its description does not say (folio_llm.roles)."""
+    from folio_llm.decoding.constraints import description
     from folio_llm.decoding.doubt import ScoredAnswer
+    from folio_llm.roles import roles_from_words
 
     size = chunk or max(1, len(requests))
     for start in range(0, len(requests), size):
@@ -251,7 +254,8 @@ def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *,
             else:
                 answers = [ScoredAnswer(text) for text in generator.answer(conversations, progress=progress)]
         for request, answer in zip(part, answers):
-            yield request, answer.text, check_answer(answer.text, folio, answer.confidence, review_below)
+            text = roles_from_words(answer.text, description(request.messages)) if roles_need_words else answer.text
+            yield request, text, check_answer(text, folio, answer.confidence, review_below)
 
 
 @dataclass

@@ -94,7 +94,8 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
         if requests:
             generator = _generator(backend, base_url, model, adapter, settings, decoding)
             stack.callback(generator.close)
-            for request, answer, checked in answered(generator, requests, folio, review_below=settings.review_below):
+            for request, answer, checked in answered(generator, requests, folio, review_below=settings.review_below,
+                                                     roles_need_words=settings.roles_need_words):
                 for warning in checked.lines():
                     click.echo(f"warning: {request.where}: {warning}", err=True)
                 if checked.usable is None:

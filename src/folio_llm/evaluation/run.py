@@ -14,7 +14,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None, schema: dict | None = None,
-                   review_below: float = 0.0, draft_tokens: int = 0) -> dict:
+                   review_below: float = 0.0, draft_tokens: int = 0, roles_need_words: bool = False) -> dict:
     """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
     processors hold answers to; ``draft_tokens``: draft-then-verify), then :func:`score_answers`."""
     from dataclasses import asdict
@@ -32,7 +32,8 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
     result = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions_path,
                            label=label, folio_schema=folio_schema, reference_data=reference_data,
                            train_answers=train_answers, untold_targets=untold_targets,
-                           confidences=[a.confidence for a in answers], review_below=review_below)
+                           confidences=[a.confidence for a in answers], review_below=review_below,
+                           roles_need_words=roles_need_words)
     if draft_tokens:
         result["drafting"] = asdict(drafting)
     return result
@@ -42,7 +43,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
                   output_tokens: int | None, predictions_path: str | Path | None = None, label: str = "model",
                   folio_schema=None, reference_data=None, train_answers: list[dict] | None = None,
                   untold_targets: list[str] | None = None, confidences: list[dict] | None = None,
-                  review_below: float = 0.0) -> dict:
+                  review_below: float = 0.0, roles_need_words: bool = False) -> dict:
     """Score answers (whichever backend wrote them, in ``seconds``), and (optionally) write one
     line per row with its field outcomes. With ``folio_schema`` (a FolioSchema) and
     ``reference_data``, answers are also mapped back to UUIDs and checked against FOLIO's
@@ -53,7 +54,8 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     the report adds the scores per description style, the untold values answers invented and,
     given ``train_answers``, the inferred fields beside the training majority; given the
     answers' ``confidences`` (decoding.doubt), how well flagging the fields below
-    ``review_below`` finds the wrong told ones (evaluation.review)."""
+    ``review_below`` finds the wrong told ones (evaluation.review). ``roles_need_words``: the
+    answers lose the roles their description does not say (folio_llm.roles) before scoring."""
     from folio_llm.answers import closed_answer, validator_for
     from folio_llm.evaluation import breakdown
     from folio_llm.evaluation.scoring import score_record, summarize
@@ -61,6 +63,11 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     references = [(m or {}).get("reference") or row["messages"][-1]["content"]
                   for row, m in zip(rows, meta or [None] * len(rows))]
     outputs = [closed_answer(o) for o in raw_outputs]
+    if roles_need_words:
+        from folio_llm.decoding.constraints import description
+        from folio_llm.roles import roles_from_words
+
+        outputs = [roles_from_words(o, description(row["messages"][:-1])) for o, row in zip(outputs, rows)]
     validator = validator_for(None)
     details = [score_record(output, reference, folio_schema=folio_schema, reference_data=reference_data,
                             _validator_obj=validator) for output, reference in zip(outputs, references)]
