@@ -63,6 +63,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     references = [(m or {}).get("reference") or row["messages"][-1]["content"]
                   for row, m in zip(rows, meta or [None] * len(rows))]
     outputs = [closed_answer(o) for o in raw_outputs]
+    cut_and_closed = sum(o != r for o, r in zip(outputs, raw_outputs))
     if roles_need_words:
         from folio_llm.decoding.constraints import description
         from folio_llm.roles import roles_from_words
@@ -77,7 +78,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     result["generation"] = {"seconds": round(seconds, 1), "output_tokens": output_tokens,
                             "output_tokens_per_s": round(output_tokens / seconds, 1)
                             if seconds and output_tokens is not None else None,
-                            "cut_and_closed": sum(o != r for o, r in zip(outputs, raw_outputs))}
+                            "cut_and_closed": cut_and_closed}
     if meta:
         result["styles"] = breakdown.by_style(details, meta)
         result["invented"] = breakdown.invented([d["parsed"] for d in details], meta, untold_targets or [])

@@ -39,10 +39,10 @@ class EvalParams:
         factory=lambda: list(COPY_FIELDS))
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
-        "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; 'by' for an "
-        "author) or a citation's abbreviation ('(Ed.)'); otherwise the answer gives the name alone "
-        "(evaluate, predict, the page; folio_llm.roles). The model writes 'Author' for most first "
-        "names whatever the description says.", False)
+        "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; a bare 'by' "
+        "stands before authors and names without a role alike) or a citation's '(Ed.)'; otherwise the "
+        "answer gives the name alone (evaluate, predict, the page; folio_llm.roles). The model writes "
+        "'Author' for most first names whatever the description says.", True)
     review_below: float = setting(
         "Flag a field for review when the model was less sure of it than this: the lowest "
         "probability, under the decoding constraints, of the tokens that decided it (its key, "
