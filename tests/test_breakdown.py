@@ -61,3 +61,9 @@ def test_inferred_fields_sit_beside_the_training_majority(real_dataset):
     for entry in table.values():
         assert entry["model"] == 1.0 and 0 <= entry["majority"] <= 1 and entry["gap"] == round(1 - entry["majority"], 4)
     assert table["instanceTypeText"]["majority"] > 0.5  # most records are text
+    # answers with the records' names and every role the majority's are the majority's answer: no gap
+    typed = [{**r, "contributors": [{**c, "contributorTypeText": majority["contributor_types"]}
+                                    for c in r.get("contributors", [])]} for r in references]
+    table = inferred_vs_majority([score_record(json.dumps(a), r) for a, r in zip(typed, references)],
+                                 references, meta, majority)
+    assert table["contributor_types"]["gap"] == 0 and table["contributor_types"]["model"] < 1

@@ -74,7 +74,9 @@ def _with_majority(truth: dict, field: str, value) -> dict:
 def inferred_vs_majority(details: Sequence[dict], references: Sequence[dict], meta: Sequence[dict],
                          majority: dict) -> dict:
     """Per inferred field, on the rows whose description does not tell it: the model's score
-    and the score of always answering the training majority, and the gap between them."""
+    and the score of always answering the training majority, and the gap between them.
+    Contributor types are scored on the names an answer has, so their majority answer is the
+    model's own answer with every role the majority one: the gap is the roles', not the names'."""
     from folio_llm.evaluation.scoring import compare_records
 
     table = {}
@@ -84,8 +86,10 @@ def inferred_vs_majority(details: Sequence[dict], references: Sequence[dict], me
         if not rows:
             continue
         model = sum(details[i]["fields"][field]["score"] for i in rows) / len(rows)
-        baseline = sum(compare_records(references[i], _with_majority(references[i], field, majority[field]))[field]
-                       ["score"] for i in rows) / len(rows)
+        guessed = [details[i].get("parsed") if field == "contributor_types" else references[i] for i in rows]
+        baseline = sum(compare_records(references[i], _with_majority(guess if isinstance(guess, dict) else {}, field,
+                                                                     majority[field]))[field]["score"]
+                       for i, guess in zip(rows, guessed)) / len(rows)
         table[field] = {"rows": len(rows), "model": round(model, 4), "majority": round(baseline, 4),
                         "gap": round(model - baseline, 4), "majority_value": majority[field]}
     return table
