@@ -15,8 +15,13 @@ from __future__ import annotations
 import json
 import re
 
-from folio_llm.styles import ROLE_PHRASES
-
+# role words as a title page or a cataloger puts them before a name (the description styles
+# write them: folio_llm.styles)
+ROLE_PHRASES = {
+    "author": "by", "editor": "edited by", "illustrator": "illustrated by", "translator": "translated by",
+    "compiler": "compiled by", "composer": "music by", "photographer": "photographs by",
+    "performer": "performed by", "arranger of music": "arranged by", "writer of added commentary": "commentary by",
+}
 # how citations abbreviate the roles they print (APA's "(Ed.)"); in brackets only: a bare "ed." is
 # an edition's ("2nd ed."), a bare "ill." an extent's ("69 v. : ill.")
 ROLE_ABBREVIATIONS = {"editor": ("(ed.)", "(eds.)"), "translator": ("(trans.)",), "compiler": ("(comp.)", "(comps.)")}

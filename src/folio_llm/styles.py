@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from folio_llm.clauses import clause_values, clean, render_clause
+from folio_llm.roles import ROLE_PHRASES
 from folio_llm.sections.dataset import CSL_STYLES, DatasetParams
 
 # MARC language codes a description would name in words (the rest are told by code or not at all)
@@ -24,12 +25,6 @@ LANGUAGE_NAMES = {
     "lat": "Latin", "pol": "Polish", "por": "Portuguese", "dut": "Dutch", "ind": "Indonesian",
     "heb": "Hebrew", "hun": "Hungarian", "tha": "Thai", "swe": "Swedish", "dan": "Danish",
     "nor": "Norwegian", "fin": "Finnish", "gre": "Greek", "tur": "Turkish", "cze": "Czech",
-}
-# role words as a title page or a cataloger puts them before a name
-ROLE_PHRASES = {
-    "author": "by", "editor": "edited by", "illustrator": "illustrated by", "translator": "translated by",
-    "compiler": "compiled by", "composer": "music by", "photographer": "photographs by",
-    "performer": "performed by", "arranger of music": "arranged by", "writer of added commentary": "commentary by",
 }
 
 

@@ -141,7 +141,9 @@ DRAFT_PER_DECODE = 8
 class LlamaRows:
     """A batch of sequences in a llama.cpp context of their own, one sequence per row, each
     with room for its prompt and ``room`` new tokens: one ``llama_decode`` advances every row
-    by a token (decoding a 135M model reads all its weights per call, so rows come almost free).
+    by a token and its draft (the engine ``decoding.generate.verified_rows`` drives: ``prefill``,
+    ``step``, ``keep``, ``select``); a decode of a 135M model reads all its weights, so a few
+    more tokens cost less than another decode.
 
     The context takes ``llm``'s settings (threads, rope, KV types); the KV cache is split per
     sequence (``kv_unified`` off), so a row attends to its own tokens only."""
