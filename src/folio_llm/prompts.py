@@ -11,6 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 
+from folio_llm.roles import without_roles
 from folio_llm.sections.dataset import CSL_STYLES, ROLE_TARGET, DatasetParams
 from folio_llm.styles import describe, draw_style
 
@@ -108,10 +109,3 @@ class PromptRenderer:
         inferred = [f for f in reference if f not in told]
         return Example(key, messages, target, transcribed, inferred, style, reference,
                        telling.roles and "contributors" in told)
-
-
-def without_roles(contributors: list) -> list:
-    """The contributors of an answer whose description names them without role words: a role
-    no word told is left out (a citation's roles are read off the reference it prints)."""
-    return [{k: v for k, v in c.items() if k != "contributorTypeText"} if isinstance(c, dict) else c
-            for c in contributors]

@@ -8,6 +8,9 @@ role's word ("Author: …", "… (editor)"), the phrase a title page puts before
 record says what the description said: a name. A bare "by" says no role: descriptions put it
 before authors and before names without a role alike (measured: counting it as "author" scores
 the roles 0.55, not counting it 0.61; benchmarks/RESULTS.md).
+
+The same concern on the training side: ``without_roles`` leaves untold roles out of a training
+answer (off by default: it did not change what the model writes).
 """
 
 from __future__ import annotations
@@ -63,3 +66,11 @@ def roles_from_words(answer: str, description: str) -> str:
             del contributor["contributorTypeText"]
             changed = True
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) if changed else answer
+
+
+def without_roles(contributors: list) -> list:
+    """The contributors of a training answer whose description names them without role words:
+    a role no word told is left out (``dataset.untold_targets`` without
+    'contributors.contributorTypeText'; a citation's roles are read off the reference it prints)."""
+    return [{k: v for k, v in c.items() if k != "contributorTypeText"} if isinstance(c, dict) else c
+            for c in contributors]
