@@ -201,3 +201,28 @@ def test_top_layers_only_are_adapted_and_peft_reads_them_there(tiny, tmp_path):
     assert {name.split("layers.")[1].split(".")[0] for name, _ in mlx_backend.lora_modules(model)} == {"1"}
     mlx_backend.save_peft(model, tmp_path, params, targets, Path(tiny))
     assert json.loads((tmp_path / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+
+
+def test_structure_weight_gives_mlx_the_torch_loss(tiny, chat_dir):
+    """The same weighted loss on both backends: mlx's sum of weighted cross-entropies over its
+    answer tokens equals the torch loss's on the same base and rows."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from folio_llm.jsonl import load_jsonl
+    from folio_llm.models import load_tokenizer
+    from folio_llm.training.losses import AnswerLoss
+
+    tok = load_tokenizer(str(tiny))
+    rows = encode_rows(tok, load_jsonl(chat_dir / "train.jsonl")[:2], 1024, structure_weight=0.1).rows
+    model = mlx_backend.load_base(tiny)
+    summed, count = mlx_backend.loss_sum(model, *mlx_backend.to_arrays(rows, tok.pad_token_id, weighted=True))
+    plain, _ = mlx_backend.loss_sum(model, *mlx_backend.to_arrays(rows, tok.pad_token_id))
+    batch = collate(rows, tok.pad_token_id)
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny, dtype="float32").eval()
+        theirs, their_count = AnswerLoss(base)(batch["input_ids"], batch["labels"], batch["weights"])
+    assert int(count.item()) == int(their_count) == sum(r.answer_tokens for r in rows)
+    assert summed.item() == pytest.approx(theirs.item(), rel=1e-3)
+    assert summed.item() < plain.item()
+

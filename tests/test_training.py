@@ -16,7 +16,7 @@ from folio_llm.cli import main
 from folio_llm.jsonl import load_jsonl
 from folio_llm.models import ModelError, load_tokenizer, prompt_text, resolve
 from folio_llm.params import parse_params
-from folio_llm.training.data import IGNORE, collate, encode_chat
+from folio_llm.training.data import IGNORE, collate, decided_characters, encode_chat
 from folio_llm.training.loop import RunPaths, train
 
 
@@ -200,3 +200,76 @@ def test_lora_on_the_top_layers_only_trains_and_loads_there(tiny_base, real_data
     too_many = parse_params({"train": {**settings, "lora": {"layers": 3}}}).train
     with pytest.raises(ValueError, match=r"^train.lora.layers 3: the model has 2 decoder layers$"):
         train(too_many, 42, RunPaths(real_dataset / "chat", tiny_base, tmp_path / "other", tmp_path / "ck2"))
+
+
+def test_decided_characters_leave_out_what_the_schema_forces():
+    answer = '{"title":"A \\"b\\", c","contributors":[{"name":"X","primary":true}],"languages":["eng","fre"]}'
+    marks = "".join(c if keep else "_" for c, keep in zip(answer, decided_characters(answer)))
+    assert marks == '{_t_______A \\"b\\", c",_c______________{_n______X",_p________true}],_l____________eng",_fre"]}'
+    assert all(decided_characters("not json at all"))
+
+
+def test_structure_weight_falls_on_forced_tokens_only(tiny_base, real_dataset):
+    """On real rows: the tokens weighed down hold no character of any value, every value is
+    spelt by the tokens that keep weight 1, and the end of turn keeps its weight."""
+    tokenizer = load_tokenizer(str(tiny_base))
+    forced_tokens = answer_tokens = 0
+    for row in rows(real_dataset)[:30]:
+        answer = row["messages"][-1]["content"]
+        encoded = encode_chat(tokenizer, row["messages"], structure_weight=0.25)
+        answer_part = [(t, w) for t, label, w in zip(encoded.input_ids, encoded.labels, encoded.weights)
+                       if label != IGNORE]
+        assert all(w == 0.0 for label, w in zip(encoded.labels, encoded.weights) if label == IGNORE)
+        forced = "".join(tokenizer.decode([t]) for t, w in answer_part if w == 0.25)
+        decided = "".join(tokenizer.decode([t]) if w == 1.0 else "\0" for t, w in answer_part)
+        record = json.loads(answer)
+        keys = {k for value in _walk(record) if isinstance(value, dict) for k in value}
+        assert set(forced) <= set("".join(keys) + '"{[:'), forced
+        for value in _walk(record):
+            if isinstance(value, str):
+                assert json.dumps(value, ensure_ascii=False)[1:-1] in decided, value
+        assert answer_part[-1] == (tokenizer.eos_token_id, 1.0)
+        forced_tokens += sum(w < 1 for _, w in answer_part)
+        answer_tokens += len(answer_part)
+    assert 0 < forced_tokens < answer_tokens / 2
+    assert encode_chat(tokenizer, rows(real_dataset)[0]["messages"]).weights is None  # the default: all alike
+
+
+def _walk(value):
+    yield value
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        yield from _walk(child)
+
+
+def test_weighted_loss_is_the_weighted_sum_over_answer_tokens(tiny_base, real_dataset):
+    """mean_answer_loss with weights: each answer token's cross-entropy times its weight, over the
+    count of answer tokens (a token weighed down gives its gradient to none of the others)."""
+    from transformers import AutoModelForCausalLM
+
+    from folio_llm.training.losses import AnswerLoss, mean_answer_loss
+
+    tokenizer = load_tokenizer(str(tiny_base))
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    messages = [r["messages"] for r in rows(real_dataset)[:3]]
+    plain = collate([encode_chat(tokenizer, m) for m in messages], tokenizer.pad_token_id)
+    weighted = collate([encode_chat(tokenizer, m, structure_weight=0.0) for m in messages], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=plain["input_ids"]).logits[:, :-1].float()
+        targets = plain["labels"][:, 1:]
+        per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+        answer = targets != IGNORE
+        expected = (per_token * weighted["weights"][:, 1:])[answer].sum() / answer.sum()
+        loss_model = AnswerLoss(model)
+        assert mean_answer_loss(loss_model, weighted).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert mean_answer_loss(loss_model, plain).item() == pytest.approx(per_token[answer].mean().item(), rel=1e-5)
+        assert mean_answer_loss(loss_model, weighted).item() < mean_answer_loss(loss_model, plain).item()
+
+
+def test_training_with_structure_weight_runs_and_validates_all_alike(tiny_base, real_dataset, tmp_path):
+    settings = {"max_steps": 2, "batch_size": 2, "precision": "fp32", "compile": "off", "save_every": 100}
+    params = parse_params({"train": {**settings, "structure_weight": 0.1}}).train
+    metrics = train(params, 42, RunPaths(real_dataset / "chat", tiny_base, tmp_path / "adapter", tmp_path / "ck"))
+    assert metrics["steps"] == 2 and metrics["valid_loss"] > 0
+    with pytest.raises(ValueError, match=r"train.structure_weight: must be in \[0, 1\]"):
+        parse_params({"train": {**settings, "structure_weight": 1.5}})

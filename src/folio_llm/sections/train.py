@@ -51,6 +51,11 @@ class TrainParams:
         "give more optimizer steps in the same time on a CPU (benchmarks/RESULTS.md).", 4)
     grad_accum: int = setting("Forward passes per optimizer step.", 1)
     max_length: int = setting("Longest row in tokens; longer rows are left out (and counted), never cut.", 1024)
+    structure_weight: float = setting(
+        "Loss weight of the answer tokens the JSON-schema constraint forces at generation (a key's "
+        "name after its first character, the quotes and colon around it, a value's opening quote "
+        "or bracket); every other answer token weighs 1. 1 = all alike; the validation loss "
+        "always weighs all alike.", 1.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "'auto' = bf16 autocast on CUDA; on a CPU the faster of fp32 and bf16 as measured on this "
         "machine (`folio-llm precision`): which one wins differs by CPU type (benchmarks/RESULTS.md).",
@@ -76,6 +81,8 @@ class TrainParams:
             raise ParamsError("params: train.lora.rank: must be >= 1")
         if self.lora.layers < 0:
             raise ParamsError("params: train.lora.layers: must be >= 0 (0 = every layer)")
+        if not 0 <= self.structure_weight <= 1:
+            raise ParamsError("params: train.structure_weight: must be in [0, 1]")
         if self.learning_rate <= 0:
             raise ParamsError("params: train.learning_rate: must be > 0")
         if self.epochs <= 0 and self.max_steps <= 0:

@@ -99,7 +99,7 @@ def train(params: TrainParams, seed: int, paths: RunPaths) -> dict:
 
     make_backend = backend_for(params)
     tokenizer = load_tokenizer(str(paths.base_dir))
-    train_rows, valid_rows = load_splits(tokenizer, paths.data_dir, params.max_length)
+    train_rows, valid_rows = load_splits(tokenizer, paths.data_dir, params.max_length, params.structure_weight)
     backend = make_backend(params, seed, paths.base_dir, tokenizer.pad_token_id)
     plan = StepPlan([len(r) for r in train_rows.rows], params, seed, backend.processes, backend.rank)
     backend.prepare(plan, train_rows)

@@ -32,25 +32,35 @@ class AnswerLoss(torch.nn.Module):
     def causal_lm(self):
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss over the answer tokens, their count)."""
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor,
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss over the answer tokens, each times its weight where ``weights`` is
+        given, and the count of answer tokens)."""
         causal_lm = self.causal_lm
         hidden = causal_lm.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         answer = targets != IGNORE
         hidden, targets = hidden[:, :-1][answer], targets[answer]
+        if weights is not None:
+            weights = weights[:, 1:][answer]
         head = causal_lm.get_output_embeddings()
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, targets.shape[0], self.head_chunk):
-            logits = head(hidden[start:start + self.head_chunk]).float()
-            total = total + torch.nn.functional.cross_entropy(
-                logits, targets[start:start + self.head_chunk], reduction="sum")
+            chunk = slice(start, start + self.head_chunk)
+            logits = head(hidden[chunk]).float()
+            if weights is None:
+                total = total + torch.nn.functional.cross_entropy(logits, targets[chunk], reduction="sum")
+            else:
+                losses = torch.nn.functional.cross_entropy(logits, targets[chunk], reduction="none")
+                total = total + (losses * weights[chunk]).sum()
         return total, answer.sum()
 
 
 def mean_answer_loss(loss_model: AnswerLoss, batch: dict) -> torch.Tensor:
-    """Mean cross-entropy per answer token of one collated batch."""
-    total, count = loss_model(batch["input_ids"], batch["labels"])
+    """Cross-entropy of one collated batch, summed with the batch's weights (if any) and divided
+    by its answer tokens: a lower weight takes a token's gradient away without giving it to the
+    others."""
+    total, count = loss_model(batch["input_ids"], batch["labels"], batch.get("weights"))
     return total / count.clamp(min=1)
 
 

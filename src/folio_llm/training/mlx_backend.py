@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from folio_llm.sections.train import TrainParams
-from folio_llm.training.data import IGNORE, Encoded, EncodedSplit
+from folio_llm.training.data import IGNORE, Encoded, EncodedSplit, loss_weights
 from folio_llm.precision import mixed_precision
 from folio_llm.training.steps import StepPlan
 
@@ -158,29 +158,33 @@ def save_peft(model, out_dir: Path, params: TrainParams, targets: list[str], bas
     adapter_config(params, targets, base_dir, len(model.layers)).save_pretrained(str(out_dir))
 
 
-def to_arrays(rows, pad_id: int):
-    """(inputs, targets, mask) for next-token loss: targets are the labels shifted by one,
-    mask is 1 where a target is in the loss. Rows are right-padded, so with a causal model
-    the pads never reach a real position and no attention mask is needed."""
+def to_arrays(rows, pad_id: int, weighted: bool = False):
+    """(inputs, targets, weights, mask) for next-token loss: targets are the labels shifted by
+    one, mask is 1 where a target is in the loss, weights its loss weight (``data.loss_weights``
+    when ``weighted``, else the mask). Rows are right-padded, so with a causal model the pads
+    never reach a real position and no attention mask is needed."""
     import numpy as np
 
     mx = require_mlx()[0]
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int32)
     labels = np.full((len(rows), width), IGNORE, dtype=np.int32)
+    weights = np.zeros((len(rows), width), dtype=np.float32)
     for i, row in enumerate(rows):
         ids[i, :len(row)] = row.input_ids
         labels[i, :len(row)] = row.labels
+        weights[i, :len(row)] = loss_weights(row)
     targets = labels[:, 1:]
-    mask = targets != IGNORE
-    return mx.array(ids[:, :-1]), mx.array(np.where(mask, targets, 0)), mx.array(mask.astype(np.float32))
+    mask = (targets != IGNORE).astype(np.float32)
+    return (mx.array(ids[:, :-1]), mx.array(np.where(mask > 0, targets, 0)),
+            mx.array(weights[:, 1:] if weighted else mask), mx.array(mask))
 
 
-def loss_sum(model, inputs, targets, mask):
-    """(summed cross-entropy over masked targets, number of them)."""
+def loss_sum(model, inputs, targets, weights, mask):
+    """(summed cross-entropy over the targets times their weights, number of targets in the loss)."""
     mx, nn, _ = require_mlx()
     logits = model(inputs).astype(mx.float32)
-    ce = nn.losses.cross_entropy(logits, targets) * mask
+    ce = nn.losses.cross_entropy(logits, targets) * weights
     return ce.sum(), mask.sum()
 
 
@@ -197,8 +201,8 @@ class Stepper:
         self.optimizer = optim.AdamW(learning_rate=0.0, weight_decay=params.weight_decay, bias_correction=True)
         self.optimizer.init(model.trainable_parameters())
 
-        def loss(model, inputs, targets, mask):
-            s, n = loss_sum(model, inputs, targets, mask)
+        def loss(model, inputs, targets, weights, mask):
+            s, n = loss_sum(model, inputs, targets, weights, mask)
             return s / mx.maximum(n, 1)
 
         self.value_and_grad = nn.value_and_grad(model, loss)
@@ -207,12 +211,12 @@ class Stepper:
         return self.params.learning_rate * lr_factor(step, self.total_steps, self.warmup, self.params.lr_schedule)
 
     def step(self, step: int, batches: list) -> float:
-        """One optimizer step over ``batches`` (each (inputs, targets, mask)); returns the
+        """One optimizer step over ``batches`` (each ``to_arrays``'s arrays); returns the
         summed micro-batch losses. ``step`` is the 0-based index of this optimizer step."""
         mx = self.mx
         grads, losses = None, []
-        for inputs, targets, mask in batches:
-            value, grad = self.value_and_grad(self.model, inputs, targets, mask)
+        for arrays in batches:
+            value, grad = self.value_and_grad(self.model, *arrays)
             grad = self.tree_map(lambda g: g / len(batches), grad)
             grads = grad if grads is None else self.tree_map(lambda x, y: x + y, grads, grad)
             losses.append(value)
@@ -251,7 +255,7 @@ class MlxBackend:
 
     def step(self, step: int, batches: list[list[Encoded]]) -> tuple[float, int]:
         self.mx.random.seed(step_seed(self.seed, step))  # dropout masks: the same after a resume
-        loss = self.stepper.step(step, [to_arrays(rows, self.pad_id) for rows in batches])
+        loss = self.stepper.step(step, [to_arrays(rows, self.pad_id, weighted=True) for rows in batches])
         self.steps_done = step + 1
         return loss, sum(len(r) for rows in batches for r in rows)
 
