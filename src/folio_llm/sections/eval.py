@@ -50,7 +50,7 @@ class EvalParams:
         "predict lists them, evaluate scores them (metrics/eval_review.csv: recall of the wrong "
         "told fields and false alarms on the right ones at every threshold). The default keeps false "
         "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
-        0.72)
+        0.75)
     draft_tokens: int = setting(
         "Draft-then-verify decoding (evaluate, predict, the page, the API): per row and step, up to "
         "this many tokens are drafted from the row's prompt and the answers written so far (prompt "
