@@ -225,4 +225,3 @@ def test_structure_weight_gives_mlx_the_torch_loss(tiny, chat_dir):
     assert int(count.item()) == int(their_count) == sum(r.answer_tokens for r in rows)
     assert summed.item() == pytest.approx(theirs.item(), rel=1e-3)
     assert summed.item() < plain.item()
-
