@@ -43,9 +43,9 @@ class TrainParams:
     warmup_ratio: float = setting("Share of optimizer steps spent warming up.", 0.05)
     weight_decay: float = setting("AdamW weight decay on the LoRA weights.", 0.0)
     epochs: float = setting(
-        "Passes over the training split (ignored when max_steps > 0). 1.4 spends the training "
-        "speed-ups on quality: told fields 0.855 -> 0.894 against 0.95 epoch, for 1.5x the "
-        "training minutes (README: the default run's time per machine type; benchmarks/RESULTS.md).", 1.4)
+        "Passes over the training split (ignored when max_steps > 0). The default spends the "
+        "training speed-ups on quality: more epochs measured better told fields than any other "
+        "lever (benchmarks/RESULTS.md); README gives the default run's minutes per machine type.", 1.4)
     max_steps: int = setting("Stop after this many optimizer steps (0 = use epochs).", 0)
     batch_size: int = setting(
         "Rows per forward pass (rows of similar length are batched together). Smaller batches "
