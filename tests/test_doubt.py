@@ -141,7 +141,7 @@ def test_review_rates_count_the_told_fields_flagged(real_dataset):
     report = review_report(pairs, 0.75, made_up)
     assert report["made_up"] == {"n": len(made_up), "flagged": 1.0}
     assert report["fields"]["title"] == {"wrong": 6, "right": 0, "recall": 1.0, "false_alarms": None,
-                                         "wrong_left_out": 0}
+                                         "wrong_left_out": 0, "wrong_in_unused_only": 0}
     flagged_right = sum(report["fields"].get(name, {"right": 0})["right"] for name in ("subjects", "editions"))
     assert report["wrong"] + report["right"] == len(pairs)
     assert report["false_alarms"] == pytest.approx(round(flagged_right / report["right"], 4))

@@ -169,6 +169,10 @@ def test_the_page_proposes_edits_creates_once_and_runs_a_batch(server, tenant, r
         assert set(highlighted) == {w["field"] for w in review} & set(shown)
         assert page.locator("#record-table .warning.review").first.inner_text().startswith(
             tuple(f"{w['path']}: check" for w in review) + ("check",))
+        # the description's words no field holds are listed beside the record, as a review item
+        assert "exactly, with nothing else" in done["unused"]  # ("text": the record's resource type)
+        listed = page.inner_text("#record-warnings .warning.review")
+        assert listed.startswith("check what the record leaves out") and "“exactly, with nothing else”" in listed
         edited = {**json.loads(page.input_value("#json")), "title": first["title"] + " (edited)"}
         page.fill("#json", json.dumps(edited, ensure_ascii=False, indent=2))
         page.click("#check")

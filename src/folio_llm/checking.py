@@ -14,6 +14,7 @@ from pathlib import Path
 CUT_OFF = "the answer was cut off (loop or token limit): kept up to its last whole field"
 SCHEMA_PREFIX = "FOLIO schema: "
 REVIEW = "check {what}: the model was unsure of it (confidence {confidence:.2f})"
+UNUSED = "check what the record leaves out: no field holds {runs} of the description"
 
 
 def field_of(path: str) -> str:
@@ -58,6 +59,7 @@ class Checked:
     checked_by_folio: bool = False
     confidence: dict[str, float] = field(default_factory=dict)  # scored field -> decoding.doubt's confidence
     review_below: float = 0.0
+    unused: list[str] = field(default_factory=list)  # the description's text no field holds (folio_llm.unused)
 
     @property
     def valid(self) -> bool | None:
@@ -99,7 +101,8 @@ class Checked:
     def _review_warnings(self) -> list[dict]:
         from folio_llm.decoding.doubt import SCORED_PARTS, holds
 
-        found = []
+        found = [{"field": "record", "path": "", "kind": "review",
+                  "message": UNUSED.format(runs="; ".join(f"“{run}”" for run in self.unused))}] if self.unused else []
         for name in self.review:
             top, inner = SCORED_PARTS[name]
             written = holds(self.record, name)
@@ -125,7 +128,7 @@ class Checked:
         """What the page shows."""
         return {"answer": self.answer, "record": self.record, "instance": self.instance, "warnings": self.warnings,
                 "valid": self.valid, "error": None if self.record is not None else self.error,
-                "confidence": self.confidence, "review": self.review}
+                "confidence": self.confidence, "review": self.review, "unused": self.unused}
 
 
 def check_record(record: dict, folio: FolioMapper | None, answer: str | None = None, cut_off: bool = False) -> Checked:
@@ -139,10 +142,11 @@ def check_record(record: dict, folio: FolioMapper | None, answer: str | None = N
 
 
 def check_answer(answer: str, folio: FolioMapper | None = None, confidence: dict[str, float] | None = None,
-                 review_below: float = 0.0) -> Checked:
+                 review_below: float = 0.0, description: str = "", template: frozenset[str] | None = None) -> Checked:
     """The model's answer parsed (a cut-off one closed after its last whole field), then mapped
     and checked with ``folio``; the fields whose ``confidence`` is below ``review_below`` are
-    flagged for review."""
+    flagged for review and, with the description styles' ``template`` words, the text of the
+    ``description`` no field holds is listed (folio_llm.unused)."""
     from dataclasses import replace
 
     from folio_llm.answers import close_cut_json, parse_output
@@ -152,4 +156,9 @@ def check_answer(answer: str, folio: FolioMapper | None = None, confidence: dict
     if record is None:
         return Checked(answer, None, checked_by_folio=folio is not None)
     checked = check_record(record, folio, answer, cut_off=bool(closed))
-    return replace(checked, confidence=dict(confidence or {}), review_below=review_below)
+    unused = []
+    if template is not None:
+        from folio_llm.unused import unused_text
+
+        unused = unused_text(description, record, template)
+    return replace(checked, confidence=dict(confidence or {}), review_below=review_below, unused=unused)

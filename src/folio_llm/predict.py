@@ -229,16 +229,33 @@ class Generator:
 # answers to records, as predict prints them
 
 
+@dataclass(frozen=True)
+class AnswerChecks:
+    """What is done to each answer after it is written (params.eval): fields the model was less
+    sure of than ``review_below`` flagged for review (a served model gives no confidence); the
+    roles its description does not say dropped (``roles_need_words``, folio_llm.roles); with the
+    description styles' ``template`` words, the description's text no field holds listed
+    (folio_llm.unused)."""
+
+    review_below: float = 0.0
+    roles_need_words: bool = False
+    template: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, params) -> "AnswerChecks":
+        from folio_llm.unused import review_template
+
+        return cls(params.eval.review_below, params.eval.roles_need_words, review_template(params))
+
+
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,
-             progress: bool = True, review_below: float = 0.0, roles_need_words: bool = False,
+             progress: bool = True, checks: AnswerChecks = AnswerChecks(),
              on_tokens=None) -> Iterator[tuple[object, str, Checked]]:
-    """Each request (anything with ``.messages``) with the model's answer and its check, in
+    """Each request (anything with ``.messages``) with the model's answer and its ``checks``, in
     order: the one answering loop of `predict` and the page's batch jobs. ``chunk`` requests
     per generation (0: all at once; the transformers path batches them), under ``lock`` when
-    the model is shared between threads. Fields the model was less sure of than
-    ``review_below`` are flagged for review in the check (a served model gives no confidence).
-    ``on_tokens(i, tokens)``: request i's answer as it is written, where the backend streams.
-    ``roles_need_words``: an answer loses the roles its description does not say (folio_llm.roles)."""
+    the model is shared between threads. ``on_tokens(i, tokens)``: request i's answer as it is
+    written, where the backend streams."""
     from folio_llm.decoding.constraints import description
     from folio_llm.decoding.doubt import ScoredAnswer
     from folio_llm.roles import roles_from_words
@@ -254,8 +271,9 @@ def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *,
             else:
                 answers = [ScoredAnswer(text) for text in generator.answer(conversations, progress=progress)]
         for request, answer in zip(part, answers):
-            text = roles_from_words(answer.text, description(request.messages)) if roles_need_words else answer.text
-            yield request, text, check_answer(text, folio, answer.confidence, review_below)
+            told = description(request.messages)
+            text = roles_from_words(answer.text, told) if checks.roles_need_words else answer.text
+            yield request, text, check_answer(text, folio, answer.confidence, checks.review_below, told, checks.template)
 
 
 @dataclass

@@ -49,11 +49,11 @@ def instance_id(key: str) -> str:
 class Cataloger:
     """The page's side: proposals, FOLIO requests, creations once per key, batch jobs."""
 
-    def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store, review_below: float = 0.0,
-                 roles_need_words: bool = False):
+    def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store, checks=None):
+        from folio_llm.predict import AnswerChecks
+
         self.generator, self.mapper, self.system_prompt, self.examples = generator, mapper, system_prompt, examples
-        self.review_below = review_below  # fields the model was less sure of are flagged on the page
-        self.roles_need_words = roles_need_words  # roles only where the description says them
+        self.checks = checks or AnswerChecks()  # review flags and roles, as predict does them
         self.store = store  # jobs.JobStore: batch jobs and creations, kept across restarts
         self.model_lock = threading.Lock()  # one generation at a time: llama.cpp contexts are not shared
         self.creating: dict[str, threading.Lock] = {}
@@ -73,8 +73,7 @@ class Cataloger:
 
         request = Request("the description", conversation(self.system_prompt, description))
         [(_, _, checked)] = answered(self.generator, [request], self.mapper, lock=self.model_lock, progress=False,
-                                     review_below=self.review_below, roles_need_words=self.roles_need_words,
-                                     on_tokens=on_tokens)
+                                     checks=self.checks, on_tokens=on_tokens)
         return {**checked.as_json(), "key": uuid.uuid4().hex}
 
     def propose_streamed(self, description: str) -> Iterator[dict]:
@@ -171,9 +170,7 @@ class Cataloger:
                 continue
             try:
                 for row, answer, checked in answered(self.generator, rows, self.mapper, chunk=BATCH_CHUNK,
-                                                     lock=self.model_lock, progress=False,
-                                                     review_below=self.review_below,
-                                                     roles_need_words=self.roles_need_words):
+                                                     lock=self.model_lock, progress=False, checks=self.checks):
                     if checked.record is None:
                         self.store.answer(row, {"where": row.place, "reason": checked.error,
                                                 "description": row.messages[-1]["content"], "output": answer},
@@ -299,7 +296,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from folio_llm.folio.api import FolioApi
     from folio_llm.jobs import JobStore
     from folio_llm.decoding.llamacpp import threads
-    from folio_llm.predict import Generator
+    from folio_llm.predict import AnswerChecks, Generator
 
     gguf = Path(gguf)
     system_prompt = params.dataset.system_prompts[0]
@@ -311,8 +308,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     store = JobStore(jobs_dir)
     if store.notice:
         print(f"warning: {store.notice}", file=sys.stderr, flush=True)
-    cataloger = Cataloger(generator, mapper, system_prompt, examples, store, params.eval.review_below,
-                          params.eval.roles_need_words)
+    cataloger = Cataloger(generator, mapper, system_prompt, examples, store, AnswerChecks.of(params))
 
     app: FastAPI = create_openai_app(
         server_settings=ServerSettings(api_key=api_key),

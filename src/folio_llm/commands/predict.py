@@ -55,7 +55,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
 
     from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.jsonl import JsonlWriter, dumps
-    from folio_llm.predict import BadInput, FolioMapper, answered, read_requests
+    from folio_llm.predict import AnswerChecks, BadInput, FolioMapper, answered, read_requests
 
     if not descriptions and not input_path:
         raise click.UsageError("give a description or --input FILE")
@@ -94,8 +94,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
         if requests:
             generator = _generator(backend, base_url, model, adapter, settings, decoding)
             stack.callback(generator.close)
-            for request, answer, checked in answered(generator, requests, folio, review_below=settings.review_below,
-                                                     roles_need_words=settings.roles_need_words):
+            for request, answer, checked in answered(generator, requests, folio, checks=AnswerChecks.of(params)):
                 for warning in checked.lines():
                     click.echo(f"warning: {request.where}: {warning}", err=True)
                 if checked.usable is None:

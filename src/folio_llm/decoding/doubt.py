@@ -187,6 +187,22 @@ def holds(record: dict, name: str) -> bool:
     return any(isinstance(item, dict) and item.get(inner) for item in value or [])
 
 
+def values_of(record: dict, name: str) -> list[str]:
+    """The strings the record gives for the scored field ``name``."""
+    top, inner = SCORED_PARTS[name]
+    value = record.get(top)
+    items = value if isinstance(value, list) else [value]
+    if inner is not None:
+        items = [item.get(inner) for item in items if isinstance(item, dict)]
+    found = []
+    for item in items:
+        if isinstance(item, dict):  # a classification: its number and type
+            item = " ".join(str(v) for v in item.values() if isinstance(v, str))
+        if isinstance(item, str) and item:
+            found.append(item)
+    return found
+
+
 def flagged(confidence: dict[str, float], below: float) -> list[str]:
     """The fields to review: those the model was less sure of than ``below``."""
     return [name for name, value in confidence.items() if value < below]

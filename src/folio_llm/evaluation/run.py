@@ -14,7 +14,8 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None, schema: dict | None = None,
-                   review_below: float = 0.0, draft_tokens: int = 0, roles_need_words: bool = False) -> dict:
+                   review_below: float = 0.0, draft_tokens: int = 0, roles_need_words: bool = False,
+                   template: frozenset[str] | None = None) -> dict:
     """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
     processors hold answers to; ``draft_tokens``: draft-then-verify), then :func:`score_answers`."""
     from dataclasses import asdict
@@ -33,7 +34,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                            label=label, folio_schema=folio_schema, reference_data=reference_data,
                            train_answers=train_answers, untold_targets=untold_targets,
                            confidences=[a.confidence for a in answers], review_below=review_below,
-                           roles_need_words=roles_need_words)
+                           roles_need_words=roles_need_words, template=template)
     if draft_tokens:
         result["drafting"] = asdict(drafting)
     return result
@@ -43,7 +44,8 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
                   output_tokens: int | None, predictions_path: str | Path | None = None, label: str = "model",
                   folio_schema=None, reference_data=None, train_answers: list[dict] | None = None,
                   untold_targets: list[str] | None = None, confidences: list[dict] | None = None,
-                  review_below: float = 0.0, roles_need_words: bool = False) -> dict:
+                  review_below: float = 0.0, roles_need_words: bool = False,
+                  template: frozenset[str] | None = None) -> dict:
     """Score answers (whichever backend wrote them, in ``seconds``), and (optionally) write one
     line per row with its field outcomes. With ``folio_schema`` (a FolioSchema) and
     ``reference_data``, answers are also mapped back to UUIDs and checked against FOLIO's
@@ -55,8 +57,11 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     given ``train_answers``, the inferred fields beside the training majority; given the
     answers' ``confidences`` (decoding.doubt), how well flagging the fields below
     ``review_below`` finds the wrong told ones (evaluation.review). ``roles_need_words``: the
-    answers lose the roles their description does not say (folio_llm.roles) before scoring."""
+    answers lose the roles their description does not say (folio_llm.roles) before scoring.
+    ``template``: the description styles' own words; with it, each answer's unused text
+    (folio_llm.unused) is listed and counts in the review."""
     from folio_llm.answers import closed_answer, validator_for
+    from folio_llm.decoding.constraints import description
     from folio_llm.evaluation import breakdown
     from folio_llm.evaluation.scoring import score_record, summarize
 
@@ -64,14 +69,19 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
                   for row, m in zip(rows, meta or [None] * len(rows))]
     outputs = [closed_answer(o) for o in raw_outputs]
     cut_and_closed = sum(o != r for o, r in zip(outputs, raw_outputs))
+    descriptions = [description(row["messages"][:-1]) for row in rows]
     if roles_need_words:
-        from folio_llm.decoding.constraints import description
         from folio_llm.roles import roles_from_words
 
-        outputs = [roles_from_words(o, description(row["messages"][:-1])) for o, row in zip(outputs, rows)]
+        outputs = [roles_from_words(o, d) for o, d in zip(outputs, descriptions)]
     validator = validator_for(None)
     details = [score_record(output, reference, folio_schema=folio_schema, reference_data=reference_data,
                             _validator_obj=validator) for output, reference in zip(outputs, references)]
+    unused = None
+    if template is not None:
+        from folio_llm.unused import unused_text
+
+        unused = [unused_text(d, detail["parsed"], template) for d, detail in zip(descriptions, details)]
     result = summarize(details, transcribed=[m["transcribed"] for m in meta] if meta else None,
                        inferred=[m["inferred"] for m in meta] if meta else None,
                        folio_checked=folio_schema is not None and reference_data is not None)
@@ -88,21 +98,22 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
         if confidences and any(confidences):
             from folio_llm.evaluation.review import invented_fields, review_curve, review_report, told_fields
 
-            pairs = told_fields(details, meta, confidences)
-            result["review"] = review_report(pairs, review_below, invented_fields(details, meta, confidences))
+            pairs = told_fields(details, meta, confidences, unused, template or frozenset())
+            result["review"] = review_report(pairs, review_below, invented_fields(details, meta, confidences), unused)
             result["review"]["curve"] = review_curve(pairs).to_dict("records")
     if predictions_path:
         write_predictions(predictions_path, rows, meta, label, raw_outputs, details, references, confidences,
-                          review_below)
+                          review_below, unused)
     return result
 
 
 def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | None, label: str,
                       raw_outputs: list[str | None], details: list[dict] | None = None,
                       references: list[str] | None = None, confidences: list[dict] | None = None,
-                      review_below: float = 0.0) -> None:
+                      review_below: float = 0.0, unused: list[list[str]] | None = None) -> None:
     """One line per answered row: its prompt, reference, answer, (when scored) field outcomes
-    and (when measured) the model's confidence per field and the fields flagged for review.
+    and (when measured) the model's confidence per field, the fields flagged for review and the
+    description's text the record does not use.
     A row without an answer (a server that stopped answering) is left out."""
     from folio_llm.answers import closed_answer
     from folio_llm.decoding.doubt import flagged
@@ -123,6 +134,7 @@ def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | Non
                 **(details[index] if details else {}),
                 **({"confidence": confidences[index], "review": flagged(confidences[index], review_below)}
                    if confidences and confidences[index] else {}),
+                **({"unused": unused[index]} if unused is not None else {}),
             })
 
 

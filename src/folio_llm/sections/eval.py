@@ -51,6 +51,13 @@ class EvalParams:
         "told fields and false alarms on the right ones at every threshold). The default keeps false "
         "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
         0.75)
+    review_unused: bool = setting(
+        "List beside the record the text of the description no value of the record holds (the "
+        "words the description styles write around values, such as 'Title:' or 'edited by', do not "
+        "count): a told part the answer left out shows there, however sure the model was (the last "
+        "name of a list, a series in a citation). The page and predict show it with the flagged "
+        "fields; evaluate counts a wrong told field as flagged when what it misses is in that text "
+        "(folio_llm.unused).", True)
     draft_tokens: int = setting(
         "Draft-then-verify decoding (evaluate, predict, the page, the API): per row and step, up to "
         "this many tokens are drafted from the row's prompt and the answers written so far (prompt "

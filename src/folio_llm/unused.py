@@ -1,0 +1,179 @@
+"""What a description tells that the record leaves out: the words no value of the answer holds.
+
+The model's confidence misses the mistakes it is sure of, and the commonest is a part left out
+(the last name of a list, a corporate body on its own line, a series in a citation). The words
+of the description that no value of the record holds show them: "not used: Mills & Boon Series
+Special Releases" beside a record whose contributors end before it. Words the description
+styles themselves write ("Title:", "Published in", "edited by") are not content and never
+count as unused; they are found by rendering a probe record in every style.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_WORD = re.compile(r"\w+")
+_PROBE = "zyx"  # every value of the probe record starts with it, so a word without it is the template's
+FUNCTION_WORDS = frozenset("a an and at by for from in is it its of on or the this to was with".split())
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # casefolded
+    start: int
+    end: int
+
+
+def words(text: str) -> list[Word]:
+    return [Word(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def _strings(value, key: str | None = None):
+    """(key holding it, string) for every string inside an answer's value."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, key)
+    elif isinstance(value, dict):
+        for inner, item in value.items():
+            yield from _strings(item, inner)
+
+
+def _told_forms(value: str) -> list[list[str]]:
+    """The word sequences a value may be told as: as written, and a name 'Last, First, dates' as
+    'First Last, dates'."""
+    forms = [[w.text for w in words(value)]]
+    parts = value.split(", ")
+    if len(parts) > 1:  # "Handel, George Frideric, 1685-1759" told "George Frideric Handel, 1685-1759"
+        forms.append([w.text for part in [parts[1], parts[0], *parts[2:]] for w in words(part)])
+    return forms
+
+
+def _occurrences(sequence: list[str], part: list[str]) -> list[int]:
+    size = len(part)
+    return [i for i in range(len(sequence) - size + 1) if sequence[i:i + size] == part] if size else []
+
+
+def used_words(description: str, record: dict) -> list[bool]:
+    """Per word of ``description``: does a value of ``record`` hold it? A value is looked for as
+    a run of words (a name also in natural order); one re-formed by the model ("Education" and
+    "Higher--..." for "Education, Higher--...") holds its own words of three letters or more."""
+    from folio_llm.styles import LANGUAGE_NAMES
+
+    told = [w.text for w in words(description)]
+    used = [False] * len(told)
+    for key, value in _strings(record):
+        if key == "languages" and value in LANGUAGE_NAMES:  # a language told in words, recorded by code
+            value = LANGUAGE_NAMES[value]
+        forms = _told_forms(value)
+        found = False
+        for form in forms:
+            for at in _occurrences(told, form):
+                used[at:at + len(form)] = [True] * len(form)
+                found = True
+        if not found:
+            own = {w for w in forms[0] if len(w) >= 3 or w.isdigit()}
+            used = [u or w in own for u, w in zip(used, told)]
+    return used
+
+
+def unused_text(description: str, record: dict | None, template: frozenset[str]) -> list[str]:
+    """The runs of ``description`` no value of ``record`` holds, as written, each with at least
+    one word that is not the ``template``'s (template_words) and trimmed of the template's words."""
+    if not record or not description:
+        return []
+    told = words(description)
+    used = used_words(description, record)
+    runs, index = [], 0
+    while index < len(told):
+        if used[index]:
+            index += 1
+            continue
+        end = index
+        while end < len(told) and not used[end]:
+            end += 1
+        content = [i for i in range(index, end) if told[i].text not in template]
+        if content:
+            runs.append(description[told[content[0]].start:told[content[-1]].end])
+        index = end
+    return runs
+
+
+def shows_missing(runs: list[str], answer: dict | None, reference: dict, name: str, template: frozenset[str]) -> bool:
+    """Do the unused ``runs`` show what the answer misses of the scored field ``name``: a value
+    of the ``reference`` the answer lacks, at least half of whose own words are in them?"""
+    from folio_llm.decoding.doubt import values_of
+
+    shown = {w.text for run in runs for w in words(run)}
+    written = {v.casefold() for v in values_of(answer or {}, name)}
+    for value in values_of(reference, name):
+        if value.casefold() in written:
+            continue
+        own = [w.text for w in words(value) if w.text not in template]
+        if own and 2 * sum(w in shown for w in own) >= len(own):
+            return True
+    return False
+
+
+def _probe_record() -> dict:
+    """A record with every field the styles tell, each value a word the templates never write."""
+    from folio_llm.roles import ROLE_PHRASES
+
+    def probe(n: int) -> str:
+        return f"{_PROBE}{n}"
+
+    names = [{"name": f"{probe(10 + i)}, {probe(30 + i)}", "contributorNameTypeText": "Personal name",
+              "contributorTypeText": role.title(), "primary": i == 0} for i, role in enumerate(ROLE_PHRASES)]
+    names.append({"name": probe(60), "contributorNameTypeText": "Corporate name", "primary": False})
+    return {
+        "title": f"{probe(1)} : {probe(2)} / {probe(3)}",
+        "contributors": names,
+        "editions": [probe(4)],
+        "publication": [{"publisher": probe(5), "place": probe(6), "dateOfPublication": "1999", "role": "Publication"}],
+        "identifiers": [{"value": probe(7), "identifierTypeText": "ISBN"}, {"value": probe(8), "identifierTypeText": "ISSN"}],
+        "physicalDescriptions": [probe(9)],
+        "series": [{"value": probe(70)}],
+        "subjects": [{"value": probe(71)}, {"value": probe(72)}],
+        "classifications": [{"classificationNumber": probe(73), "classificationTypeText": "LC"}],
+        "languages": ["eng"],
+        "instanceTypeText": probe(74),
+        "modeOfIssuanceText": probe(75),
+    }
+
+
+@lru_cache(maxsize=4)
+def _template_words(params_key: str) -> frozenset[str]:
+    import json
+
+    from folio_llm.prompts import PromptRenderer
+    from folio_llm.sections.dataset import DatasetParams
+    from folio_llm.styles import LANGUAGE_NAMES, STYLES
+    from folio_llm.typed_config import build
+
+    params = build(DatasetParams, json.loads(params_key), "dataset")
+    renderer, full = PromptRenderer(params, seed=0), _probe_record()
+    bare = {"title": full["title"], "contributors": full["contributors"][:1]}  # what a style writes for parts missing ("n.d.")
+    found: set[str] = set()
+    for style in STYLES:
+        for key in range(16):  # each key draws its own phrasings and what the row tells
+            for record in (full, bare):
+                found.update(w.text for w in words(renderer.render(record, f"probe-{key}", style).user))
+    values = {name.casefold() for name in LANGUAGE_NAMES.values()} | {"1999", "isbn", "issn", "lc", "z"}
+    return frozenset(w for w in found if not w.startswith(_PROBE) and w not in values) | FUNCTION_WORDS
+
+
+def template_words(params) -> frozenset[str]:
+    """The words the description styles of ``params`` (a DatasetParams) write around the values."""
+    import json
+    from dataclasses import asdict
+
+    return _template_words(json.dumps(asdict(params), sort_keys=True))
+
+
+def review_template(params) -> frozenset[str] | None:
+    """The template words of ``params`` (a Params) where params.eval.review_unused lists the
+    unused text, else None."""
+    return template_words(params.dataset) if params.eval.review_unused else None
