@@ -89,7 +89,7 @@ def test_split_dedup_and_layouts(records, tmp_path):
     assert result.duplicates_removed == 5
     counts = {k: len(v) for k, v in result.splits.items()}
     assert sum(counts.values()) == len(records)
-    assert counts["valid"] == counts["test"] == round(len(records) * 0.1)
+    assert all(0.03 * len(records) < counts[name] < 0.2 * len(records) for name in ("valid", "test")), counts
     report = dataset_report(result, params.dataset)
     assert report["duplicates_across_splits"] == 0
     assert report["openai_checks"]["bad_roles"] == report["openai_checks"]["empty_content"] == 0
@@ -104,6 +104,23 @@ def test_split_dedup_and_layouts(records, tmp_path):
         assert json.loads(completion["completion"]) == json.loads(openai_row["messages"][2]["content"])
         text = json.loads((tmp_path / "text" / f"{split}.jsonl").read_text().splitlines()[0])["text"]
         assert text.endswith(openai_row["messages"][2]["content"])
+
+
+def test_each_record_keeps_its_split_and_its_row_in_a_larger_sample(records):
+    """Samples are nested: a larger one holds every record of a smaller one. Each record's split
+    and row come from the record alone, so no test or valid record of the smaller sample moves."""
+    params = parse_params({}).dataset
+    small = build_examples(records[::2], params, 42)
+    large = build_examples(records, params, 42)
+    where = {e.key: (name, e.messages) for name, rows in large.splits.items() for e in rows}
+    assert all(small.splits.values())
+    for name, rows in small.splits.items():
+        for example in rows:
+            assert where[example.key][0] == name
+            if sum(str(r.get("hrid")) == example.key for r in records) == 1:  # the sample has two "inst000000000022"
+                assert where[example.key][1] == example.messages
+        larger = [e.key for e in large.splits[name]]
+        assert [larger.index(e.key) for e in rows] == sorted(larger.index(e.key) for e in rows)  # same order
 
 
 def test_same_params_give_byte_identical_files(records, tmp_path):

@@ -66,4 +66,5 @@ def test_changing_a_dataset_param_reruns_only_dataset(repo):
     assert "Running stage 'dataset'" in log
     assert "Running stage 'instances'" not in log and "Running stage 'denormalize'" not in log
     counts = json.loads((repo / "reports" / "dataset.json").read_text())["counts"]
-    assert counts["test"] == counts["valid"] > 0.14 * sum(counts.values())
+    shares = {name: count / sum(counts.values()) for name, count in counts.items()}
+    assert 0.11 < shares["test"] < 0.19 and 0.11 < shares["valid"] < 0.19, shares  # each record draws its split

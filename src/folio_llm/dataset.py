@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import random
 import statistics
 from collections import Counter
 from contextlib import ExitStack
@@ -26,24 +26,42 @@ class DatasetResult:
     rejected: list[dict] = field(default_factory=list)
 
 
-def split_sizes(n: int, shares: dict[str, float]) -> dict[str, int]:
-    valid = round(n * shares["valid"])
-    test = round(n * shares["test"])
-    return {"train": n - valid - test, "valid": valid, "test": test}
+def record_key(record: dict, position: int) -> str:
+    """A record's own name: its hrid, else a digest of its fields (the same record gets the same
+    key in any sample, wherever it stands)."""
+    if record.get("hrid"):
+        return str(record["hrid"])
+    digest = hashlib.blake2b(json.dumps(record, sort_keys=True, ensure_ascii=False).encode(), digest_size=6)
+    return f"record-{digest.hexdigest()}" if record else str(position)
+
+
+def split_draw(key: str, seed: int) -> float:
+    """A number in [0, 1) drawn from the record's key alone."""
+    digest = hashlib.blake2b(f"{seed}:split:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def split_of(draw: float, shares: dict[str, float]) -> str:
+    if draw < shares["test"]:
+        return "test"
+    return "valid" if draw < shares["test"] + shares["valid"] else "train"
 
 
 def build_examples(records: Iterable[dict], params: DatasetParams, seed: int) -> DatasetResult:
     """Render, de-duplicate and split. A record whose target or prompt repeats an earlier
-    one is dropped, so no prompt and no answer can appear in two splits."""
+    one is dropped, so no prompt and no answer can appear in two splits. Each record's split
+    is drawn from its own key, so a larger sample (sources are nested samples) keeps every
+    valid and test record of a smaller one where it was: adding records moves none into
+    training, and runs on samples of different sizes compare on the smaller one's test rows."""
     renderer = PromptRenderer(params, seed)
+    shares = {"train": params.split.train, "valid": params.split.valid, "test": params.split.test}
     seen_targets: set[str] = set()
     seen_prompts: set[str] = set()
-    examples: list[Example] = []
+    drawn: list[tuple[float, Example, dict]] = []  # (split draw, example, its record)
     rejected: list[dict] = []
     duplicates = 0
-    sources: list[dict] = []  # the record of each example, for training rows rendered again
     for index, record in enumerate(records, start=1):
-        key = str(record.get("hrid") or index)
+        key = record_key(record, index)
         example = renderer.render(record, key)
         if not example.user or not example.target:
             rejected.append({"position": index, "identifier": key, "reason": "nothing to prompt with or nothing to answer"})
@@ -54,19 +72,14 @@ def build_examples(records: Iterable[dict], params: DatasetParams, seed: int) ->
             continue
         seen_targets.add(example.assistant)
         seen_prompts.add(prompt_key)
-        examples.append(example)
-        sources.append(record)
-    order = list(range(len(examples)))
-    random.Random(f"{seed}:split").shuffle(order)  # the permutation shuffling the examples themselves gives
-    examples, sources = [examples[i] for i in order], [sources[i] for i in order]
-    sizes = split_sizes(len(examples), {"train": params.split.train, "valid": params.split.valid, "test": params.split.test})
-    splits, start = {}, 0
-    for name in SPLITS:
-        splits[name] = examples[start:start + sizes[name]]
+        drawn.append((split_draw(key, seed), example, record))
+    drawn.sort(key=lambda item: item[0])  # a seeded order within each split, the same in any sample
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for draw, example, record in drawn:
+        name = split_of(draw, shares)
         if name == "train" and params.tell.leave_out > 0:  # valid and test rows tell all they have
-            splits[name] = [renderer.render(record, e.key, leave_out=params.tell.leave_out)
-                            for e, record in zip(splits[name], sources[start:start + sizes[name]])]
-        start += sizes[name]
+            example = renderer.render(record, example.key, leave_out=params.tell.leave_out)
+        splits[name].append(example)
     return DatasetResult(splits, duplicates, rejected)
 
 
