@@ -262,6 +262,9 @@ def test_target_schema_matches_the_targets(all_records):
     schema = target_schema(parse_params({}).denormalize.fields)
     assert schema["required"] == ["title"] and schema["additionalProperties"] is False
     assert schema["properties"]["contributors"]["items"]["properties"]["primary"] == {"type": "boolean"}
+    for field, key in (("contributors", "contributorNameTypeText"), ("identifiers", "identifierTypeText"),
+                       ("classifications", "classificationTypeText")):  # FOLIO requires each item's type
+        assert key in schema["properties"][field]["items"]["required"]
     records = [target_json(r) for r in all_records]
     assert score(records, records, schema=schema, n_boot=0)["schema_valid_rate"] == 1.0
     record = dict(all_records[0])

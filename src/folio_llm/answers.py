@@ -23,12 +23,13 @@ _STRING_LIST_FIELDS = {
 _BOOLEAN_KEYS = {"primary", "staffOnly", "discoverySuppress", "staffSuppress", "previouslyHeld", "deleted"}
 
 
+# what FOLIO's Instance schema requires of each item (a type's label stands for its required id)
 _REQUIRED_ITEM_KEYS = {
-    "contributors": ["name"],
-    "identifiers": ["value"],
+    "contributors": ["name", "contributorNameTypeText"],
+    "identifiers": ["value", "identifierTypeText"],
     "series": ["value"],
     "subjects": ["value"],
-    "classifications": ["classificationNumber"],
+    "classifications": ["classificationNumber", "classificationTypeText"],
     "alternativeTitles": ["alternativeTitle"],
     "notes": ["note"],
 }
