@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import repeat_request
+from conftest import repeat_request, repeatable_records
 from folio_llm.answers import target_schema
 from folio_llm.cli import main
 from folio_llm.decoding.doubt import field_confidence, flagged, leaves, token_ends
@@ -76,8 +76,7 @@ def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base
     from folio_llm.decoding import llamacpp
     from folio_llm.decoding.constraints import schema_processor_factory
 
-    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(described_dataset / "openai" / "test.jsonl")]
-    record = next(r for r in records if len(r.get("contributors") or []) <= 1)
+    [record] = repeatable_records(described_dataset, 1)
     conversations = [[{"role": "user", "content": repeat_request(record)}]]
 
     model, tokenizer = transformers_path.load_for_inference(smollm2_base)
@@ -102,8 +101,8 @@ def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base
 
 @pytest.mark.slow
 def test_predict_lists_the_fields_to_review_beside_the_record(smollm2_base, described_dataset, tmp_path):
-    records = [json.loads(r["messages"][-1]["content"]) for r in load_jsonl(described_dataset / "openai" / "test.jsonl")]
-    record = next(r for r in records if len(r.get("contributors") or []) <= 1)
+    record = next(r for r in repeatable_records(described_dataset, 50)
+                  if r.get("publication") and r["publication"][0].get("publisher") and "editions" not in r)
     outputs = {}
     for below in (0.0, 1.0):
         params = tmp_path / f"params-{below}.yaml"

@@ -11,7 +11,7 @@ from folio_llm.jsonl import load_jsonl
 from folio_llm.params import parse_params
 from folio_llm.predict import BadInput, FolioMapper, Request, conversation, default_model, read_requests, to_record
 
-from conftest import RAW, REFERENCE
+from conftest import RAW, REFERENCE, repeatable_records
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -153,7 +153,6 @@ def test_backend_and_model_must_agree(tiny_base, tmp_path):
 # row is a chat row that asks it to repeat a real record's JSON, under the JSON grammar: it gives
 # the record back, and everything after generation sees a real model's real output. (Records 1
 # and 6 of the test split come back exactly, through both backends.)
-COPIED = (0, 5)
 
 
 def copy_row(system_prompt, answer: str) -> dict:
@@ -162,8 +161,7 @@ def copy_row(system_prompt, answer: str) -> dict:
 
 
 def copied_answers(real_dataset):
-    rows = dataset_rows(real_dataset, 10)
-    return [json.loads(rows[i]["messages"][-1]["content"]) for i in COPIED]
+    return repeatable_records(real_dataset, 2)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import RAW, REFERENCE, repeat_request
+from conftest import RAW, REFERENCE, repeat_request, repeatable_records
 from folio_llm.cli import main
 from folio_llm.jsonl import load_jsonl
 from folio_llm.params import parse_params
@@ -32,10 +32,7 @@ CREDENTIALS = {"FOLIO_TENANT": "fs01", "FOLIO_USERNAME": "cataloger", "FOLIO_PAS
 def known_records(real_dataset, n=4) -> list[dict]:
     """Test answers that FOLIO takes (every label matches the reference data) and that the
     untuned SmolLM2 repeats exactly."""
-    rows = load_jsonl(real_dataset / "openai" / "test.jsonl")
-    records = [json.loads(r["messages"][-1]["content"]) for r in rows]
-    # one name at most: the untuned model repeating a list of names can fall into a loop
-    return [r for r in records if r.get("instanceTypeText") == "text" and len(r.get("contributors") or []) <= 1][:n]
+    return repeatable_records(real_dataset, n)
 
 
 @pytest.fixture(scope="module")

@@ -220,17 +220,20 @@ def scored_answer(tokenizer, tokens: Sequence[int], probabilities: Sequence[floa
                   text: str | None = None) -> ScoredAnswer:
     """Generated tokens (the end-of-turn token and anything after it dropped) as the answer
     text with its field confidence. ``text``: the answer as the engine wrote it, when it
-    detokenized itself; the confidence is left out should it differ from the tokens' text."""
+    detokenized itself; the confidence is left out should it differ from the tokens' text, but
+    for a last token the tokens lack (llama.cpp's recorder never sees the token that reaches the
+    length limit: the fields it decided are judged without it)."""
     tokens = list(tokens)
     if tokenizer.eos_token_id in tokens:
         tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
     raw = tokenizer.decode(tokens, skip_special_tokens=True)
     decoded = raw.strip()
-    if text is not None and text != decoded:
+    if text is not None and not text.startswith(decoded):
         return ScoredAnswer(text)
     lead = len(raw) - len(raw.lstrip())
     ends = [end - lead for end in token_ends(tokenizer, tokens)]
-    return ScoredAnswer(decoded, field_confidence(decoded, ends, probabilities[:len(tokens)], schema))
+    return ScoredAnswer(decoded if text is None else text,
+                        field_confidence(decoded, ends, probabilities[:len(tokens)], schema))
 
 
 _TRAILING = " /:;,."  # what scoring.normalize strips from the end of a value
