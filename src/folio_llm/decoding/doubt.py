@@ -180,11 +180,7 @@ def _lowest(leaf: Leaf, ends: Sequence[int], probabilities: Sequence[float]) -> 
 
 def holds(record: dict, name: str) -> bool:
     """Does the record give a value for the scored field ``name``?"""
-    top, inner = SCORED_PARTS[name]
-    value = record.get(top)
-    if inner is None:
-        return bool(value)
-    return any(isinstance(item, dict) and item.get(inner) for item in value or [])
+    return bool(values_of(record, name))
 
 
 def values_of(record: dict, name: str) -> list[str]:

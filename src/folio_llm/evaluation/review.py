@@ -44,13 +44,13 @@ def told_fields(details: Sequence[dict], meta: Sequence[dict], confidences: Sequ
     for index, (detail, row, confidence) in enumerate(zip(details, meta, confidences)):
         told = set(row.get("transcribed") or [])
         runs = unused[index] if unused else []
+        reference = json.loads(row["reference"]) if runs else None
         for name in MACRO_FIELDS:
             outcome = detail["fields"][name]
             if TARGET_FIELD[name] not in told or outcome["outcome"] == "both_empty":
                 continue
             wrong = outcome["score"] < 1
-            shown = wrong and bool(runs) and shows_missing(runs, detail.get("parsed"), json.loads(row["reference"]),
-                                                           name, template)
+            shown = wrong and bool(runs) and shows_missing(runs, detail.get("parsed"), reference, name, template)
             pairs.append(ToldField(name, row.get("style"), wrong, confidence.get(name), shown, index))
     return pairs
 
