@@ -32,7 +32,7 @@ def main(model, data, rows, params_path):
     import httpx
     import openai
 
-    from folio_llm.answers import target_schema
+    from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.params import load_params
     from folio_llm.predict import Generator
     from folio_llm.serve import create_app, serve_in_thread
@@ -40,7 +40,7 @@ def main(model, data, rows, params_path):
 
     params = load_params(params_path)
     conversations = [r["messages"][:-1] for r in load_test_rows(data, rows)[0]]
-    schema = target_schema(params.denormalize.fields)
+    schema = decoding_settings(params, reference_data=REPO / params.source.reference_data).schema
     jobs = tempfile.TemporaryDirectory()
     app = create_app(model, params, reference_dir=REPO / params.source.reference_data,
                      schemas_dir=REPO / "data" / "raw" / "folio" / "schemas", examples=[], jobs_dir=jobs.name)

@@ -184,16 +184,30 @@ def test_batch_with_a_bad_line_reports_it_and_finishes_the_rest(smollm2_base, re
     assert [r["where"] for r in load_jsonl(tmp_path / "rejects.jsonl")] == [f"{source}: line 2", f"{source}: line 3"]
 
 
-@pytest.mark.slow
-def test_folio_ready_through_llama_cpp(smollm2_gguf, real_dataset, tmp_path):
+def unknown_label_requests(real_dataset, tmp_path):
+    """Two requests to repeat a record, the second's instance type one the tenant lacks."""
     known, unknown = copied_answers(real_dataset)
     unknown["instanceTypeText"] = "Clay tablet"
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(copy_row(SYSTEM, json.dumps(a, ensure_ascii=False, separators=(",", ":"))))
                               + "\n" for a in (known, unknown)))
-    result = CliRunner().invoke(main, [
-        "predict", "--input", str(source), "--model", str(smollm2_gguf), "--constrained", "--folio-ready",
-        "--reference-data", str(REFERENCE), "--schemas", str(SCHEMAS), "--params", str(tmp_path / "none.yaml")])
+    return known, unknown, source
+
+
+def predict_folio_ready(model, source, params):
+    return CliRunner().invoke(main, [
+        "predict", "--input", str(source), "--model", str(model), "--constrained", "--folio-ready",
+        "--reference-data", str(REFERENCE), "--schemas", str(SCHEMAS), "--params", str(params)])
+
+
+@pytest.mark.slow
+def test_folio_ready_through_llama_cpp(smollm2_gguf, real_dataset, tmp_path):
+    """With the type labels left free (eval.tenant_labels off), a label the tenant lacks is
+    reported and left out, and the record FOLIO would refuse is rejected with the reason."""
+    known, unknown, source = unknown_label_requests(real_dataset, tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text("eval:\n  tenant_labels: false\n")
+    result = predict_folio_ready(smollm2_gguf, source, params)
     assert result.exit_code == 0, result.output
     [record] = [json.loads(line) for line in result.stdout.splitlines()]
     mapper = FolioMapper(REFERENCE, SCHEMAS)
@@ -205,6 +219,23 @@ def test_folio_ready_through_llama_cpp(smollm2_gguf, real_dataset, tmp_path):
     assert f"rejected: {source}: line 2: not a valid FOLIO Instance: <root>: 'instanceTypeId' is a required " \
            "property" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_tenant_labels_keep_every_type_label_to_the_reference_data(smollm2_gguf, real_dataset, tmp_path):
+    """The default (eval.tenant_labels): asked to repeat a label the tenant lacks, the model can
+    only write one of the tenant's, so both records map to UUIDs and FOLIO takes them."""
+    known, unknown, source = unknown_label_requests(real_dataset, tmp_path)
+    result = predict_folio_ready(smollm2_gguf, source, tmp_path / "none.yaml")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    mapper = FolioMapper(REFERENCE, SCHEMAS)
+    assert [r["title"] for r in records] == [known["title"], unknown["title"]]
+    assert all(mapper.schema.errors(r) == [] for r in records)
+    instance_types = {entry["id"] for entry in mapper.reference.kind("instance-types")}
+    assert records[1]["instanceTypeId"] in instance_types
+    assert "matches no" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "2 read, 2 written, 0 rejected"
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from folio_llm.evaluation.scoring import (  # noqa: E402
     score,
     score_record,
 )
-from folio_llm.folio.instance import FolioSchema, to_folio  # noqa: E402
+from folio_llm.folio.instance import LABEL_TO_ID, FolioSchema, decoding_labels, to_folio  # noqa: E402
 from folio_llm.params import parse_params  # noqa: E402
 from folio_llm.prompts import target_json  # noqa: E402
 
@@ -270,6 +270,29 @@ def test_target_schema_matches_the_targets(all_records):
     record = dict(all_records[0])
     del record["title"]
     assert not score_record(target_json(record), target_json(all_records[0]), schema=schema)["schema_valid"]
+
+
+def test_tenant_labels_are_what_every_record_holds_and_map_back(all_records, reference):
+    """The decoding schema's enums (eval.tenant_labels): every real record fits them, every label
+    in them maps back to a UUID, a label the tenant lacks does not fit, a role stays free text."""
+    import jsonschema
+
+    fields = parse_params({}).denormalize
+    labels = decoding_labels(reference, fields.identifier_types)
+    assert labels["identifierTypeText"] == sorted(fields.identifier_types)
+    assert "contributorTypeText" not in labels
+    for key, names in labels.items():
+        kind, _ = LABEL_TO_ID[key]
+        assert all(reference.id_for(kind, name) for name in names), key
+    schema = target_schema(fields.fields, labels)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert all(validator.is_valid(r) for r in all_records)
+    record = copy.deepcopy(next(r for r in all_records if r.get("identifiers") and r.get("contributors")))
+    record["contributors"][0]["contributorTypeText"] = "chief whisperer"
+    assert validator.is_valid(record)
+    record["identifiers"][0]["identifierTypeText"] = "Subject"
+    assert not validator.is_valid(record)
+    assert jsonschema.Draft202012Validator(target_schema(fields.fields)).is_valid(record)
 
 
 def test_to_folio_gives_valid_folio_instances(all_records, reference, folio_schema):

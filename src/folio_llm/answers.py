@@ -35,33 +35,39 @@ _REQUIRED_ITEM_KEYS = {
 }
 
 
-def _field_schema(name: str, keys: list[str] | None) -> dict:
+def _string(name: str, labels: dict[str, list[str]]) -> dict:
+    return {"type": "string", "enum": labels[name]} if name in labels else {"type": "string"}
+
+
+def _field_schema(name: str, keys: list[str] | None, labels: dict[str, list[str]]) -> dict:
     if keys:
-        properties = {k: {"type": "boolean" if k in _BOOLEAN_KEYS else "string"} for k in keys}
+        properties = {k: {"type": "boolean"} if k in _BOOLEAN_KEYS else _string(k, labels) for k in keys}
         item = {"type": "object", "properties": properties, "additionalProperties": False}
         required = [k for k in _REQUIRED_ITEM_KEYS.get(name, []) if k in keys]
         if required:
             item["required"] = required
         return {"type": "array", "items": item}
     if name in _STRING_FIELDS or name.endswith("Text"):
-        return {"type": "string"}
+        return _string(name, labels)
     if name in _STRING_LIST_FIELDS or name.endswith("Texts"):
-        return {"type": "array", "items": {"type": "string"}}
+        return {"type": "array", "items": _string(name, labels)}
     if name in _BOOLEAN_KEYS:
         return {"type": "boolean"}
     return {}
 
 
-def target_schema(fields: dict[str, list[str] | None] | None = None) -> dict:
+def target_schema(fields: dict[str, list[str] | None] | None = None,
+                  labels: dict[str, list[str]] | None = None) -> dict:
     """JSON schema of the answer's shape from ``denormalize.fields`` (field -> kept keys, or
     None for a scalar / list of strings). Plain draft-2020-12 keywords only (type, properties,
-    items, required, additionalProperties), so xgrammar can compile it for constrained
-    decoding. ``title`` is required; nothing else is."""
+    items, required, additionalProperties, enum), so xgrammar and llama.cpp can compile it for
+    constrained decoding. ``title`` is required; nothing else is. ``labels``: label key
+    (``identifierTypeText``...) -> the only strings it may hold (``folio.instance.decoding_labels``)."""
     if fields is None:
         from folio_llm.sections.fields import DEFAULT_FIELDS
 
         fields = DEFAULT_FIELDS
-    properties = {name: _field_schema(name, keys) for name, keys in fields.items()}
+    properties = {name: _field_schema(name, keys, labels or {}) for name, keys in fields.items()}
     schema = {"type": "object", "properties": properties, "additionalProperties": False}
     if "title" in properties:
         schema["required"] = ["title"]

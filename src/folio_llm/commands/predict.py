@@ -30,7 +30,8 @@ from folio_llm.params import load_params
 @click.option("--folio-ready", is_flag=True,
               help="Labels back to the tenant's reference UUIDs, source FOLIO, checked against FOLIO's Instance schema.")
 @click.option("--reference-data", default=None, type=click.Path(file_okay=False),
-              help="The tenant's reference data for --folio-ready [default: params.source.reference_data].")
+              help="The tenant's reference data: its labels for --folio-ready, and the only type labels "
+                   "decoding may write (params.eval.tenant_labels) [default: params.source.reference_data].")
 @SCHEMAS_OPTION
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records here instead of stdout.")
 @click.option("--rejects", default=None, type=click.Path(dir_okay=False),
@@ -65,7 +66,7 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     settings = params.eval
     folio = FolioMapper(reference_data or params.source.reference_data, schemas) if folio_ready else None
     backend, model, adapter = _model(backend, model_path, base_url, params)
-    decoding = decoding_settings(params, constrained, copy)
+    decoding = decoding_settings(params, constrained, copy, reference_data)
 
     read = written = rejected = 0
     with contextlib.ExitStack() as stack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -103,14 +104,31 @@ class Decoding:
     copy_fields: list[str] | None
 
 
-def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None) -> Decoding:
-    """``params.eval``'s choice, a command's ``--constrained``/``--copy`` overriding it."""
+def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None,
+                      reference_data=None) -> Decoding:
+    """``params.eval``'s choice, a command's ``--constrained``/``--copy`` overriding it. With
+    ``eval.tenant_labels`` the type labels may only be the tenant's: those of ``reference_data``
+    (a folder; default ``params.source.reference_data``), left free where it does not exist."""
     from folio_llm.answers import target_schema
 
     schema = params.eval.constrained if constrained is None else constrained
     copy = params.eval.copy_constraint if copy is None else copy
-    return Decoding(target_schema(params.denormalize.fields) if schema else None,
+    labels = _tenant_labels(str(reference_data or params.source.reference_data),
+                            tuple(params.denormalize.identifier_types)) if params.eval.tenant_labels else None
+    return Decoding(target_schema(params.denormalize.fields, labels) if schema else None,
                     params.eval.copy_fields if copy else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _tenant_labels(reference_data: str, identifier_types: tuple[str, ...]) -> dict[str, list[str]] | None:
+    from pathlib import Path
+
+    from folio_llm.folio.instance import decoding_labels
+    from folio_llm.folio.reference import ReferenceData
+
+    if not Path(reference_data).is_dir():
+        return None
+    return decoding_labels(ReferenceData.load(reference_data), identifier_types)
 
 
 def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy: bool | None = None):

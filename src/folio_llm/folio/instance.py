@@ -4,6 +4,8 @@ Instance JSON schema to check it against: the inverse of :class:`folio_llm.recor
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -104,6 +106,25 @@ def as_folio_schema(folio_schema) -> FolioSchema | None:
     if folio_schema is None or isinstance(folio_schema, FolioSchema):
         return folio_schema
     return FolioSchema(folio_schema)
+
+
+def decoding_labels(reference, identifier_types: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Label key -> the tenant's names a record may hold there (``reference``:
+    :class:`~folio_llm.folio.reference.ReferenceData`): what :func:`to_folio` maps back to a UUID,
+    as the decoding schema's enums. Free-text labels (a contributor's role) are left out; identifier
+    types are those ``identifier_types`` keeps (``denormalize.identifier_types``), if any."""
+    kept = {kind.casefold() for kind in identifier_types or []}
+    labels = {}
+    for label_key, (kind, _) in LABEL_TO_ID.items():
+        if label_key in FREE_TEXT_LABELS:
+            continue
+        names = {unicodedata.normalize("NFC", entry["name"].strip()) for entry in reference.kind(kind)
+                 if isinstance(entry.get("name"), str) and entry["name"].strip()}
+        if kind == "identifier-types" and kept:
+            names = {name for name in names if name.casefold() in kept}
+        if names:
+            labels[label_key] = sorted(names)
+    return labels
 
 
 def to_folio(record: dict, reference, schema: FolioSchema | str | Path | None = None) -> tuple[dict, list[dict]]:

@@ -37,6 +37,13 @@ class EvalParams:
         "starts with a capital, ends before a '; ', a line break, a subject's '--' or a '(role)', "
         "and is written twice at most (a part of it counts: a model in a loop).",
         factory=lambda: list(COPY_FIELDS))
+    tenant_labels: bool = setting(
+        "Hold the type labels of an answer (identifierTypeText, contributorNameTypeText, "
+        "classificationTypeText, instanceTypeText...) to the names in the tenant's reference data "
+        "(source.reference_data; identifier types to denormalize.identifier_types) while decoding, so "
+        "every label maps back to a UUID: a description unlike the training rows otherwise gets labels "
+        "such as 'Subject' or 'Hardcover : alk. paper' that FOLIO refuses. A contributor's role stays "
+        "free text (FOLIO keeps one it does not know). Needs constrained.", True)
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
         "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; a bare 'by' "
