@@ -132,6 +132,19 @@ def test_a_value_cannot_stop_inside_a_word(tokenizer, index):
                          '{"publication":[{"publisher":"Commonwealth","place":"Canberra"}]}') is None
 
 
+def test_a_value_cannot_start_inside_a_word(tokenizer, index):
+    """Nor begin inside one: "xx, 246 pages" from "xxx, 246 pages" (a model that wrote it on real
+    rows). A value starts where a word or another character starts, a line break included."""
+    description = "Title: The ends of the world.\nPhysical description: xxx, 246 pages ; 22 cm.\nxxi, 12 leaves."
+    written, _, _ = first_blocked(tokenizer, index, description,
+                                  '{"title":"The ends of the world","physicalDescriptions":["xx, 246 pages ; 22 cm"]}')
+    assert written.endswith('"physicalDescriptions":["xx')
+    for extent in ("xxx, 246 pages ; 22 cm", "xxi, 12 leaves", "246 pages", "; 22 cm"):
+        assert first_blocked(tokenizer, index, description, json.dumps(
+            {"title": "The ends of the world", "physicalDescriptions": [extent]}, separators=(",", ":"))) is None, extent
+    assert [allowed for *_, allowed in copied_values(description, '{"physicalDescriptions":["xi, 12 leaves"]}')] == [False]
+
+
 def test_strings_close_only_where_a_character_ends(tokenizer, index):
     byte = {piece: index.by_bytes[piece][0] for piece in (b"\xc3", b"\xa9", b'"', b'",', b"\\", b"n")}
     # half of the é, then half of the \" escape: no string ends there

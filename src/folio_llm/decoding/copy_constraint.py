@@ -8,8 +8,9 @@ Everything happens on bytes in the JSON-escaped domain, so escapes and multi-byt
 exact: the description as it stands inside a JSON string (``json.dumps(description,
 ensure_ascii=False)[1:-1]``, UTF-8) and each token as the bytes it adds to the answer. What is
 written so far inside a copied string must occur in the description starting where an
-(escaped) character starts; its closing quote may come only where a word of the description
-ends (not inside "Commonwealth": a value cut short is how a model gets round the constraint).
+(escaped) character starts, not inside a word ("xx, 246 pages" is no span of "xxx, 246 pages");
+its closing quote may come only where a word of the description ends (not inside
+"Commonwealth": a value cut short is how a model gets round the constraint).
 
 A name (``NAME_FIELDS``) is held to the description's words too, in one of the two forms a
 cataloger records it in: as told, from the start of a word ("Levine, Mark", "Cornell University.
@@ -46,6 +47,7 @@ NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or 
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 
 QUOTE, BACKSLASH = ord('"'), ord("\\")
+_ESCAPES = frozenset({b"\\n", b"\\t", b"\\r", b"\\b", b"\\f"})  # an escaped line break ends a word
 NEG_INF = float("-inf")
 
 
@@ -295,10 +297,12 @@ class _Row:
             step = (6 if self.escaped[i + 1] == "u" else 2) if self.escaped[i] == "\\" else 1
             at, i = at + len(self.escaped[i:i + step].encode()), i + step
             starts.add(at)
-        # a copied value may end only where a word ends: closing "Commonwealth ..." after "Comm"
-        # is the way out a model takes when the word it wanted is not in the description
-        ends_at = frozenset(at for at in starts if at == len(desc) or not (_word(desc[at]) and _word(desc[at - 1])))
-        self.desc = _Source(desc, frozenset(starts), ends_at)
+        # a copied value may start and end only where a word does: closing "Commonwealth ..."
+        # after "Comm" is the way out a model takes when the word it wanted is not in the
+        # description, and "xx, 246 pages" taken from "xxx, 246 pages" the way in
+        bounds = frozenset(at for at in starts if at in (0, len(desc)) or not (_word(desc[at]) and _word(desc[at - 1])
+                                                                         and desc[at - 2:at] not in _ESCAPES))
+        self.desc = _Source(desc, bounds, bounds)
         self._names: list[_Source] | None = None
         self.state, self.stopped = _Json(), False
         self.names_written: Counter = Counter()  # bare names: how often each was written
