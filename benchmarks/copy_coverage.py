@@ -5,7 +5,7 @@ For every row of the dataset's splits, writes the reference answer under the con
 written before count for the repeat limit) and counts the values it refuses, with or without
 the trailing ISBD punctuation the scorer ignores. A value the constraint refuses is one no
 model can get right under it (a name the description does not tell in either form, a value it
-does not tell word for word).
+does not tell word for word, one reaching over a part label: eval.copy_within_parts).
 
     python benchmarks/copy_coverage.py [--data data/datasets/chat] [--fields title,contributors.name] [--show 10]
 """
@@ -31,8 +31,11 @@ def main(data_dir, fields, show):
     from folio_llm.jsonl import load_jsonl
     from folio_llm.params import load_params
     from folio_llm.prompts import target_json
+    from folio_llm.templates import part_labels
 
-    paths = fields.split(",") if fields else load_params(REPO / "params.yaml").eval.copy_fields
+    params = load_params(REPO / "params.yaml")
+    paths = fields.split(",") if fields else params.eval.copy_fields
+    labels = part_labels(params.dataset) if params.eval.copy_within_parts else ()
     total, forbidden = Counter(), {p: [] for p in paths}
     rows = 0
     for split in ("train", "valid", "test"):
@@ -41,7 +44,7 @@ def main(data_dir, fields, show):
                 continue
             rows += 1
             text, answer = description(row["messages"]), json.loads(row["messages"][-1]["content"])
-            for path, value, allowed in copied_values(text, target_json(answer), paths):
+            for path, value, allowed in copied_values(text, target_json(answer), paths, labels):
                 total[path] += 1
                 if not allowed:
                     forbidden[path].append((value, text))

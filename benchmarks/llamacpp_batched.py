@@ -72,7 +72,8 @@ def main(model, data, rows, batches, drafts, skip_one_at_a_time, repeats):
         def one_at_a_time():
             grammar = llamacpp.json_grammar(decoding.schema) if decoding.schema else None
             return [a.text for a in llamacpp.generate_scored(llm, tokenizer, conversations, limit, grammar, False,
-                                                             decoding.copy_fields, decoding.schema)]
+                                                             decoding.copy_fields, decoding.schema,
+                                                             part_labels=decoding.part_labels)]
 
         factory = decoding_constraint(params, tokenizer)
         seconds = {}

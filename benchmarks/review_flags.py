@@ -57,7 +57,8 @@ def main(rows: int, repeats: int, gguf: str, params_path: str) -> None:
                                             params.eval.max_new_tokens, factory, progress=False,
                                             schema=decoding.schema)
         return llamacpp.generate_scored(llm, gguf_tokenizer, conversations, params.eval.max_new_tokens, grammar,
-                                        progress=False, copy_fields=decoding.copy_fields, schema=decoding.schema)
+                                        progress=False, copy_fields=decoding.copy_fields, schema=decoding.schema,
+                                        part_labels=decoding.part_labels)
 
     try:
         for backend, (module, name, recorder) in real.items():

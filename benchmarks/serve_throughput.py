@@ -32,7 +32,7 @@ def main(model, data, rows, params_path):
     import httpx
     import openai
 
-    from folio_llm.decoding.constraints import decoding_settings
+    from folio_llm.decoding.constraints import Decoding, decoding_settings
     from folio_llm.params import load_params
     from folio_llm.predict import Generator
     from folio_llm.serve import create_app, serve_in_thread
@@ -76,8 +76,8 @@ def main(model, data, rows, params_path):
               f"output_tokens_per_s={tokens / elapsed:.1f}")
     stop()
 
-    generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens, schema=schema,
-                               draft_tokens=params.eval.draft_tokens)
+    generator = Generator.load(model, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens,
+                               decoding=Decoding(schema, None), draft_tokens=params.eval.draft_tokens)
     started = time.perf_counter()
     answers = generator.answer(conversations, progress=False)
     elapsed = time.perf_counter() - started

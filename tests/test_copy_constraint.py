@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from folio_llm.decoding.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor, copied_values
+from folio_llm.params import parse_params
 from folio_llm.prompts import target_json
+from folio_llm.templates import part_labels
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -97,9 +99,9 @@ def test_true_answer_is_never_blocked(tokenizer, index, number):
     assert constrained > 10  # the copied values were really constrained, token by token
 
 
-def first_blocked(tokenizer, index, description: str, answer: str, fields=COPY_FIELDS):
+def first_blocked(tokenizer, index, description: str, answer: str, fields=COPY_FIELDS, labels=()):
     tokens = encode(tokenizer, answer)
-    processor = CopyProcessor(index, [description], len(PROMPT), fields)
+    processor = CopyProcessor(index, [description], len(PROMPT), fields, labels)
     for step, scores in masks(processor, tokens, len(tokenizer)):
         if scores[tokens[step]] == float("-inf"):
             return tokenizer.decode(tokens[:step]), tokenizer.decode(tokens[step:]), scores
@@ -239,6 +241,74 @@ def test_a_name_is_written_at_most_twice(tokenizer, index):
         so_far = written.split('{"name":"')[-1]  # blocked before it closes ("Bowlby, 1957-" would do)
         assert written.count('{"name":"') == 3 and third.startswith(so_far), third
     assert first_blocked(tokenizer, index, FIRTH, names_answer(*twice, "Rachel Bowlby, 1957-")) is None
+
+
+# descriptions of real test rows the default model answered with a name run on into the next part
+# and the language line as one more subject
+LISTED = ("Birds of the rainforest of southern Peru and northern Bolivia [sound recording]. -- Ithaca, N.Y : "
+          "Library of Natural Sounds, p2000. Names: Thomas S. Schulenberg; Conservation International. "
+          "Subjects: Birdsongs--Peru; Birdsongs--Bolivia.")
+LABELLED = ("Title: The Curious Chicken.; Author: Warren Ravenscroft, 1949-; Publisher: Witton Books; Place: Lower "
+            "Beechmont, Queensland; Date: 2021; Subjects: Animals--Juvenile fiction; Parables; Language: English")
+LABELS = part_labels(parse_params({}).dataset)
+
+
+def test_the_part_labels_are_the_description_styles_own():
+    assert {"Title: ", "Names: ", "Subjects: ", "Subjects are ", "Language: ", "place: ", "LCCN: ",
+            "Physical description: ", "It is about "} <= {label for label, _ in LABELS}
+    assert not {"Edited by ", "By ", "For ", "About "} & {label for label, _ in LABELS}  # a citation's, or a title's
+    assert dict(LABELS)["Language: "] == ("languages",) and dict(LABELS)["place: "] == ("publication",)
+
+
+@pytest.mark.parametrize("description, answer, allowed", [
+    (LISTED, names_answer("Conservation International. Subjects: Birdsongs"), "Conservation International."),
+    (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"Language: English"}]}', ""),
+    (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"English"}]}', ""),  # another field's part
+    (LABELLED, '{"publication":[{"publisher":"Witton Books; Place: Lower Beechmont"}]}', "Witton Books"),
+])
+def test_no_value_reaches_over_a_part_label(tokenizer, index, description, answer, allowed):
+    """eval.copy_within_parts: a value stops before a part label where a part begins (blocked
+    within a few characters of it) and starts in no part of another field's label, while without
+    the labels the same text is a span."""
+    assert first_blocked(tokenizer, index, description, answer) is None
+    written, _, _ = first_blocked(tokenizer, index, description, answer, labels=LABELS)
+    value = written.split('"')[-1]
+    assert allowed.startswith(value.rstrip()) or value.startswith(allowed) and len(value) - len(allowed) < 3, value
+    whole = {"title": "The Curious Chicken.", "contributors": [{"name": "Ravenscroft, Warren, 1949-"}],
+             "publication": [{"publisher": "Witton Books", "place": "Lower Beechmont, Queensland", "dateOfPublication": "2021"}],
+             "subjects": [{"value": "Animals--Juvenile fiction"}, {"value": "Parables"}]}
+    assert first_blocked(tokenizer, index, LABELLED, json.dumps(whole, separators=(",", ":")), labels=LABELS) is None
+
+
+def test_part_labels_and_repeats_refuse_no_value_a_real_record_holds(real_dataset):
+    """Every copied value of the real dataset's answers that the copy constraint lets be written
+    against its description, it still does with the part labels (and the repeat limit)."""
+    from folio_llm.decoding.constraints import description
+    from folio_llm.jsonl import load_jsonl
+
+    values = 0
+    for split in ("train", "valid", "test"):
+        for row in load_jsonl(real_dataset / "chat" / f"{split}.jsonl"):
+            if "messages" in row:
+                text, answer = description(row["messages"]), row["messages"][-1]["content"]
+                plain = copied_values(text, answer, COPY_FIELDS)
+                assert copied_values(text, answer, COPY_FIELDS, LABELS) == plain, text
+                values += len(plain)
+    assert values > 1000
+
+
+def test_a_value_is_written_twice_at_most_unless_told_more_often(tokenizer, index):
+    """A subject a third time is a loop ("Venezia" four times in a real answer), unless the
+    description tells it three times."""
+    description = "Subjects: Venezia; Children's stories; Animals; Children's stories; Children's stories."
+
+    def subjects(*values):
+        return json.dumps({"subjects": [{"value": v} for v in values]}, separators=(",", ":"))
+    assert first_blocked(tokenizer, index, description, subjects("Venezia", "Venezia")) is None
+    written, _, _ = first_blocked(tokenizer, index, description, subjects("Venezia", "Venezia", "Venezia"))
+    assert written.endswith('{"value":"Venezia')
+    assert first_blocked(tokenizer, index, description, subjects(*["Children's stories"] * 3)) is None
+    assert first_blocked(tokenizer, index, description, subjects(*["Children's stories"] * 4)) is not None
 
 
 def test_every_name_a_real_description_tells_can_be_written(real_dataset):

@@ -8,7 +8,8 @@ from folio_llm.checking import check_answer
 from folio_llm.jsonl import load_jsonl
 from folio_llm.params import parse_params
 from folio_llm.sections.dataset import CSL_STYLES
-from folio_llm.unused import shows_missing, template_words, unused_text, words
+from folio_llm.templates import template_words
+from folio_llm.unused import shows_missing, unused_text, words
 
 PARAMS = parse_params({})
 TEMPLATE = template_words(PARAMS.dataset)

@@ -167,15 +167,14 @@ class Generator:
     batch_size: int = 16
     max_new_tokens: int = 768
     schema: dict | None = None  # constrained decoding to this JSON schema
-    copy_fields: list[str] | None = None  # values held to verbatim spans of the description
     draft_tokens: int = 0  # draft-then-verify, both backends (decoding.generate.verified_rows)
     _constraint: object = field(default=None, repr=False)
     _answered: object = field(default=None, repr=False)  # llama.cpp: earlier answers, drafts for the next ones
 
     @classmethod
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
-             batch_size: int = 16, max_new_tokens: int = 768, schema: dict | None = None,
-             copy_fields: list[str] | None = None, draft_tokens: int = 0) -> "Generator":
+             batch_size: int = 16, max_new_tokens: int = 768, decoding=None, draft_tokens: int = 0) -> "Generator":
+        """``decoding``: what answers are held to (``decoding.constraints.Decoding``), or None."""
         from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
 
         if backend == "llama.cpp":
@@ -186,9 +185,11 @@ class Generator:
             from folio_llm.decoding.generate import load_for_inference
 
             loaded, tokenizer = load_for_inference(model, adapter, dtype)
+        schema = decoding.schema if decoding else None
+        copy_fields = decoding.copy_fields if decoding else None
         constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
-                             copy_processor_factory(tokenizer, copy_fields) if copy_fields else None)
-        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, copy_fields, draft_tokens, constraint)
+                             copy_processor_factory(tokenizer, copy_fields, decoding.part_labels) if copy_fields else None)
+        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, draft_tokens, constraint)
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         return [answer.text for answer in self.answer_scored(conversations, progress)]

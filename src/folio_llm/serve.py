@@ -303,8 +303,7 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     mapper = FolioMapper(reference_dir, schemas_dir)
     decoding = decoding_settings(params, copy=copy, reference_data=reference_dir)
     generator = Generator.load(gguf, None, "llama.cpp", max_new_tokens=params.eval.max_new_tokens,
-                               schema=decoding.schema, copy_fields=decoding.copy_fields,
-                               draft_tokens=params.eval.draft_tokens)
+                               decoding=decoding, draft_tokens=params.eval.draft_tokens)
     store = JobStore(jobs_dir)
     if store.notice:
         print(f"warning: {store.notice}", file=sys.stderr, flush=True)

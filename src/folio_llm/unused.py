@@ -5,18 +5,15 @@ The model's confidence misses the mistakes it is sure of, and the commonest is a
 of the description that no value of the record holds show them: "not used: Mills & Boon Series
 Special Releases" beside a record whose contributors end before it. Words the description
 styles themselves write ("Title:", "Published in", "edited by") are not content and never
-count as unused; they are found by rendering a probe record in every style.
+count as unused (``folio_llm.templates``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 _WORD = re.compile(r"\w+")
-_PROBE = "zyx"  # every value of the probe record starts with it, so a word without it is the template's
-FUNCTION_WORDS = frozenset("a an and at by for from in is it its of on or the this to was with".split())
 
 
 @dataclass(frozen=True)
@@ -118,62 +115,9 @@ def shows_missing(runs: list[str], answer: dict | None, reference: dict, name: s
     return False
 
 
-def _probe_record() -> dict:
-    """A record with every field the styles tell, each value a word the templates never write."""
-    from folio_llm.roles import ROLE_PHRASES
-
-    def probe(n: int) -> str:
-        return f"{_PROBE}{n}"
-
-    names = [{"name": f"{probe(10 + i)}, {probe(30 + i)}", "contributorNameTypeText": "Personal name",
-              "contributorTypeText": role.title(), "primary": i == 0} for i, role in enumerate(ROLE_PHRASES)]
-    names.append({"name": probe(60), "contributorNameTypeText": "Corporate name", "primary": False})
-    return {
-        "title": f"{probe(1)} : {probe(2)} / {probe(3)}",
-        "contributors": names,
-        "editions": [probe(4)],
-        "publication": [{"publisher": probe(5), "place": probe(6), "dateOfPublication": "1999", "role": "Publication"}],
-        "identifiers": [{"value": probe(7), "identifierTypeText": "ISBN"}, {"value": probe(8), "identifierTypeText": "ISSN"}],
-        "physicalDescriptions": [probe(9)],
-        "series": [{"value": probe(70)}],
-        "subjects": [{"value": probe(71)}, {"value": probe(72)}],
-        "classifications": [{"classificationNumber": probe(73), "classificationTypeText": "LC"}],
-        "languages": ["eng"],
-        "instanceTypeText": probe(74),
-        "modeOfIssuanceText": probe(75),
-    }
-
-
-@lru_cache(maxsize=4)
-def _template_words(params_key: str) -> frozenset[str]:
-    import json
-
-    from folio_llm.prompts import PromptRenderer
-    from folio_llm.sections.dataset import DatasetParams
-    from folio_llm.styles import LANGUAGE_NAMES, STYLES
-    from folio_llm.typed_config import build
-
-    params = build(DatasetParams, json.loads(params_key), "dataset")
-    renderer, full = PromptRenderer(params, seed=0), _probe_record()
-    bare = {"title": full["title"], "contributors": full["contributors"][:1]}  # what a style writes for parts missing ("n.d.")
-    found: set[str] = set()
-    for style in STYLES:
-        for key in range(16):  # each key draws its own phrasings and what the row tells
-            for record in (full, bare):
-                found.update(w.text for w in words(renderer.render(record, f"probe-{key}", style).user))
-    values = {name.casefold() for name in LANGUAGE_NAMES.values()} | {"1999", "isbn", "issn", "lc", "z"}
-    return frozenset(w for w in found if not w.startswith(_PROBE) and w not in values) | FUNCTION_WORDS
-
-
-def template_words(params) -> frozenset[str]:
-    """The words the description styles of ``params`` (a DatasetParams) write around the values."""
-    import json
-    from dataclasses import asdict
-
-    return _template_words(json.dumps(asdict(params), sort_keys=True))
-
-
 def review_template(params) -> frozenset[str] | None:
     """The template words of ``params`` (a Params) where params.eval.review_unused lists the
     unused text, else None."""
+    from folio_llm.templates import template_words
+
     return template_words(params.dataset) if params.eval.review_unused else None

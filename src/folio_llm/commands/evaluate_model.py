@@ -85,8 +85,7 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     if backend == "llama.cpp":
         from folio_llm.predict import Generator
 
-        generator = Generator.load(model, None, backend, max_new_tokens=settings.max_new_tokens,
-                                   schema=decoding.schema, copy_fields=decoding.copy_fields)
+        generator = Generator.load(model, None, backend, max_new_tokens=settings.max_new_tokens, decoding=decoding)
         try:
             answers = generator.answer_scored(conversations)
             outputs, confidences = [a.text for a in answers], [a.confidence for a in answers]

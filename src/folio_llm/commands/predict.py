@@ -138,8 +138,7 @@ def _generator(backend: str, base_url: str | None, model, adapter, settings, dec
     from folio_llm.predict import Generator
 
     return Generator.load(model, adapter, backend, dtype=settings.dtype, batch_size=settings.batch_size,
-                          max_new_tokens=settings.max_new_tokens, schema=decoding.schema,
-                          copy_fields=decoding.copy_fields, draft_tokens=settings.draft_tokens)
+                          max_new_tokens=settings.max_new_tokens, decoding=decoding, draft_tokens=settings.draft_tokens)
 
 
 def _post(where: str, record: dict, tenant) -> None:

@@ -72,13 +72,15 @@ def schema_processor_factory(tokenizer, schema: dict):
     return lambda conversations, width: [SchemaProcessor(compiled, len(conversations), tokenizer.pad_token_id)]
 
 
-def copy_processor_factory(tokenizer, fields):
+def copy_processor_factory(tokenizer, fields, labels=()):
     """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
-    values of ``fields`` may only be verbatim spans of each row's description (its user message)."""
+    values of ``fields`` may only be verbatim spans of each row's description (its user message),
+    none reaching over one of the part ``labels``."""
     from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
     index = CopyIndex.for_tokenizer(tokenizer)
-    return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width, fields)]
+    return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width,
+                                                       fields, labels)]
 
 
 def description(conversation) -> str:
@@ -97,11 +99,13 @@ def compose(*factories):
 
 @dataclass(frozen=True)
 class Decoding:
-    """What decoding is held to: the targets' JSON schema, and the fields whose values must be
-    verbatim spans of the description (None: not held)."""
+    """What decoding is held to: the targets' JSON schema, the fields whose values must be
+    verbatim spans of the description (None: not held), and the part labels no such span
+    reaches over."""
 
     schema: dict | None
     copy_fields: list[str] | None
+    part_labels: tuple[str, ...] = ()
 
 
 def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None,
@@ -110,13 +114,16 @@ def decoding_settings(params, constrained: bool | None = None, copy: bool | None
     ``eval.tenant_labels`` the type labels may only be the tenant's: those of ``reference_data``
     (a folder; default ``params.source.reference_data``), left free where it does not exist."""
     from folio_llm.answers import target_schema
+    from folio_llm.templates import part_labels
 
     schema = params.eval.constrained if constrained is None else constrained
     copy = params.eval.copy_constraint if copy is None else copy
     labels = _tenant_labels(str(reference_data or params.source.reference_data),
                             tuple(params.denormalize.identifier_types)) if params.eval.tenant_labels else None
+    within_parts = copy and params.eval.copy_within_parts
     return Decoding(target_schema(params.denormalize.fields, labels) if schema else None,
-                    params.eval.copy_fields if copy else None)
+                    params.eval.copy_fields if copy else None,
+                    part_labels(params.dataset) if within_parts else ())
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,4 +143,5 @@ def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy
     of the targets, then the copy constraint), or None."""
     decoding = decoding_settings(params, constrained, copy)
     return compose(schema_processor_factory(tokenizer, decoding.schema) if decoding.schema else None,
-                   copy_processor_factory(tokenizer, decoding.copy_fields) if decoding.copy_fields else None)
+                   copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels)
+                   if decoding.copy_fields else None)

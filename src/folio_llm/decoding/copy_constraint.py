@@ -10,7 +10,12 @@ ensure_ascii=False)[1:-1]``, UTF-8) and each token as the bytes it adds to the a
 written so far inside a copied string must occur in the description starting where an
 (escaped) character starts, not inside a word ("xx, 246 pages" is no span of "xxx, 246 pages");
 its closing quote may come only where a word of the description ends (not inside
-"Commonwealth": a value cut short is how a model gets round the constraint).
+"Commonwealth": a value cut short is how a model gets round the constraint). No value reaches
+over a phrase the description styles open a part with ("Language: ", "Subjects are ", "; place: ",
+given as ``labels``, ``templates.part_labels``) where a line, a sentence, a list item or an ISBD
+area begins ("Conservation International. Subjects: Birdsongs" is no name), nor starts where
+the label of another field's part ends ("English" after "Language: " is no subject). No value
+is written a third time, or more often than the description tells it.
 
 A name (``NAME_FIELDS``) is held to the description's words too, in one of the two forms a
 cataloger records it in: as told, from the start of a word ("Levine, Mark", "Cornell University.
@@ -30,12 +35,13 @@ so that a row whose every remaining token this one would forbid is spotted and l
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import re
 import weakref
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from folio_llm.sections.eval import COPY_FIELDS
 
@@ -45,6 +51,9 @@ NAME_FIELDS = frozenset({"contributors.name"})
 NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n|, (?:and |& |et al\.))| (?=\([a-z])")
 NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or digit
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
+# another copied value (a subject, a publisher, a date) is written at most this often, or as often as the
+# description tells it if more: "Venezia" a fourth time is a loop, not a record
+MAX_SAME_VALUE = 2
 
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 _ESCAPES = frozenset({b"\\n", b"\\t", b"\\r", b"\\b", b"\\f"})  # an escaped line break ends a word
@@ -236,8 +245,34 @@ class _Source:
         """This text as names are copied from it: spans cut before what NOT_IN_A_NAME finds,
         ending on a letter, a digit or NAME_END."""
         ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END))
-        cuts = tuple(m.end() for m in NOT_IN_A_NAME.finditer(self.text))
+        cuts = tuple(sorted({*self.cuts, *(m.end() for m in NOT_IN_A_NAME.finditer(self.text))}))
         return _Source(self.text, self.starts if starts is None else starts, ends_at, cuts)
+
+
+@functools.lru_cache(maxsize=8)
+def _label_pattern(labels: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[re.Pattern, dict] | None:
+    if not labels:
+        return None
+    fields = {json.dumps(label, ensure_ascii=False)[1:-1]: frozenset(of) for label, of in labels}
+    alternatives = "|".join(re.escape(label) for label in fields)
+    return re.compile(rf"(?:^|(?<=\\n)|(?<=\. )|(?<=; )|(?<=-- )|(?<=— ))(?:{alternatives})"), fields
+
+
+def _parts(escaped: str, labels: tuple) -> tuple[tuple[int, int, frozenset], ...]:
+    """(where its label starts, where its value starts, the label's fields) of each part a label
+    (``templates.part_labels``) opens in the escaped description, where a line, a sentence, a
+    list item or an ISBD area begins; offsets in bytes."""
+    found = _label_pattern(labels)
+    if found is None:
+        return ()
+    pattern, fields = found
+    return tuple((len(escaped[:m.start()].encode()), len(escaped[:m.end()].encode()), fields[m.group()])
+                 for m in pattern.finditer(escaped))
+
+
+def _scope(path: str) -> tuple[bool, str]:
+    """What decides the sources of a copied path: is it a name, and its record field."""
+    return path in NAME_FIELDS, path.split(".")[0]
 
 
 def _name_ends_here(escaped: str, words: list, last: int, end: int) -> bool:
@@ -250,13 +285,16 @@ def _name_ends_here(escaped: str, words: list, last: int, end: int) -> bool:
     return after in _AFTER_A_NAME or not after[:1].isalpha()
 
 
-def _inversions(escaped: str, desc: _Source) -> list[_Source]:
+def _inversions(escaped: str, desc: _Source, foreign: frozenset = frozenset()) -> list[_Source]:
     """Each name a description may tell in natural order, "Given Names Surname" followed by the
     rest of the description, as the text "Surname, Given Names" + that rest: it may start only at
-    its beginning and end only after the given names."""
+    its beginning and end only after the given names; none told where ``foreign`` (byte offsets)
+    a part of another field begins."""
     words = list(_ESCAPED_WORD.finditer(escaped))
     sources = []
     for first in range(len(words)):
+        if len(escaped[:words[first].start()].encode()) in foreign:
+            continue
         for last in range(first + 1, min(first + 7, len(words))):
             run = words[first:last + 1]
             if any(escaped[a.end():b.start()] != " " for a, b in zip(run, run[1:])):
@@ -275,7 +313,8 @@ def _inversions(escaped: str, desc: _Source) -> list[_Source]:
                 head = f"{surname}, {given}".encode()
                 at = len(escaped[:surname_end].encode())
                 sources.append(_Source(head + desc.text[at:], _AT_BEGINNING, frozenset(
-                    {len(head)} | {len(head) + end - at for end in desc.ends_at if end > at})).for_names())
+                    {len(head)} | {len(head) + end - at for end in desc.ends_at if end > at}),
+                    tuple(len(head) + cut - at for cut in desc.cuts if cut > at)).for_names())
     return sources
 
 
@@ -288,7 +327,7 @@ def _bare(value: bytes) -> bytes:
 class _Row:
     """One answer being written against one description."""
 
-    def __init__(self, index: CopyIndex, description: str, fields: frozenset):
+    def __init__(self, index: CopyIndex, description: str, fields: frozenset, labels: tuple = ()):
         self.index, self.fields = index, fields
         self.escaped = json.dumps(description, ensure_ascii=False)[1:-1]
         desc = self.escaped.encode()
@@ -302,23 +341,35 @@ class _Row:
         # description, and "xx, 246 pages" taken from "xxx, 246 pages" the way in
         bounds = frozenset(at for at in starts if at in (0, len(desc)) or not (_word(desc[at]) and _word(desc[at - 1])
                                                                          and desc[at - 2:at] not in _ESCAPES))
-        self.desc = _Source(desc, bounds, bounds)
-        self._names: list[_Source] | None = None
+        self.parts = _parts(self.escaped, labels)
+        self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
+        self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
         self.names_written: Counter = Counter()  # bare names: how often each was written
+        self.values_written: Counter = Counter()  # (path, bare value) of the other fields: how often
         self._spans: dict[tuple, tuple] = {}
         self._found: dict[tuple, bool] = {}
+        self._told: dict[bytes, int] = {}
 
     def sources(self, path: str) -> list[_Source]:
-        if path not in NAME_FIELDS:
-            return [self.desc]
-        if self._names is None:
-            desc = self.desc
-            word_starts = frozenset(
-                at for at in desc.starts if at < len(desc.text) and _word(desc.text[at])
-                and (at == 0 or not _word(desc.text[at - 1])) and _may_start_name(desc.text[at:at + 8]))
-            self._names = [desc.for_names(word_starts), *_inversions(self.escaped, desc)]
-        return self._names
+        """What a value of ``path`` may be copied from: the description, without the starts of
+        the parts another field's label opens (and for a name, also each name told in natural
+        order, inverted)."""
+        scope = _scope(path)
+        if scope not in self._sources:
+            desc, foreign = self.desc, self._foreign(scope[1])
+            if scope[0]:
+                word_starts = frozenset(
+                    at for at in desc.starts if at < len(desc.text) and _word(desc.text[at]) and at not in foreign
+                    and (at == 0 or not _word(desc.text[at - 1])) and _may_start_name(desc.text[at:at + 8]))
+                self._sources[scope] = [desc.for_names(word_starts), *_inversions(self.escaped, desc, foreign)]
+            else:
+                self._sources[scope] = [_Source(desc.text, desc.starts - foreign, desc.ends_at, desc.cuts)]
+        return self._sources[scope]
+
+    def _foreign(self, field: str) -> frozenset:
+        """Where the values of the parts other fields' labels open begin: no value of ``field`` may."""
+        return frozenset(value_start for _, value_start, fields in self.parts if field not in fields)
 
     def feed(self, tokens: list[int]) -> None:
         for token in tokens:
@@ -331,9 +382,10 @@ class _Row:
         closed: list = []
         self.state.feed(data, self.fields, closed=closed)
         self.names_written.update(_bare(text) for path, text in closed if path in NAME_FIELDS)
+        self.values_written.update((path, _bare(text)) for path, text in closed if path not in NAME_FIELDS)
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
-        key = (path in NAME_FIELDS, text, closed)
+        key = (_scope(path), text, closed)
         if key not in self._found:
             self._found[key] = any(not closed or end in source.ends_at
                                    for source in self.sources(path) for end in source.ends(text))
@@ -345,13 +397,27 @@ class _Row:
         written = tuple((n, count) for n, count in self.names_written.items() if n.startswith(_bare(text)))
         return written if sum(count for _, count in written) >= MAX_SAME_NAME else ()
 
+    def done(self, path: str, text: bytes) -> frozenset:
+        """The values of ``path`` beginning with ``text`` written as often as they may be
+        (MAX_SAME_VALUE, or as often as the description tells them): none may close again."""
+        head = _bare(text)
+        return frozenset(value for (at, value), count in self.values_written.items()
+                         if at == path and value.startswith(head) and count >= self.times_told(value))
+
+    def times_told(self, value: bytes) -> int:
+        if value not in self._told:
+            self._told[value] = max(MAX_SAME_VALUE, len(self.desc.ends(value)))
+        return self._told[value]
+
     def spans(self, path: str, text: bytes) -> tuple[set[int], dict[int, bytes]]:
         """For a copied string holding ``text``: the tokens that go on along the description, and
         the tokens s + '"' + rest that go on by s and close it where a character ends. A name
-        spent (``spent``) is no longer a way to close, nor to go on when nothing else lies beyond."""
+        spent (``spent``) is no longer a way to close, nor to go on when nothing else lies beyond;
+        another value ``done`` no longer a way to close."""
         name = path in NAME_FIELDS
         spent = self.spent(text) if name else ()
-        key = (name, text, spent)
+        done = frozenset() if name else self.done(path, text)
+        key = (_scope(path), text, spent, done)
         if key not in self._spans:
             ids, closing = set(), {}
             for source in self.sources(path):
@@ -361,14 +427,14 @@ class _Row:
                         ends = {end for end in ends if start <= end <= bound and sum(
                             count for n, count in spent if n.startswith(_bare(text + source.text[start:end]))) < MAX_SAME_NAME}
                         bound = min(bound, max(ends, default=start))
-                    if start in ends:
+                    if start in ends and _bare(text) not in done:
                         closing.update(self.index.closing.get(b"", ()))
                     for end in range(start + 1, bound + 1):
                         span = source.text[start:end]
                         if span not in self.index.prefixes:  # no token is that long
                             break
                         ids.update(self.index.by_bytes.get(span, ()))
-                        if end in ends:
+                        if end in ends and _bare(text + span) not in done:
                             closing.update(self.index.closing.get(span, ()))
             self._spans[key] = ids, closing
         return self._spans[key]
@@ -402,9 +468,9 @@ class CopyProcessor:
     (end-of-turn, then pads) is done and left alone. Single use: one per ``generate`` call."""
 
     def __init__(self, index: CopyIndex, descriptions: list[str], prompt_width: int,
-                 fields: Iterable[str] = COPY_FIELDS):
+                 fields: Iterable[str] = COPY_FIELDS, labels: Sequence[tuple] = ()):
         self.fields = frozenset(fields)
-        self.rows = [_Row(index, description, self.fields) for description in descriptions]
+        self.rows = [_Row(index, description, self.fields, tuple(labels)) for description in descriptions]
         self.prompt_width = prompt_width
         self.seen = 0
         self.fallbacks = 0
@@ -442,10 +508,11 @@ class CopyProcessor:
             self.fallbacks += 1
 
     @classmethod
-    def for_llamacpp(cls, index: CopyIndex, description: str, prompt_len: int, fields: Iterable[str] = COPY_FIELDS):
+    def for_llamacpp(cls, index: CopyIndex, description: str, prompt_len: int, fields: Iterable[str] = COPY_FIELDS,
+                     labels: Sequence[tuple] = ()):
         """A llama-cpp-python ``logits_processor``: (input_ids, scores) of one sequence, numpy,
         input_ids holding prompt and answer so far. The processor is its ``.processor``."""
-        processor = cls(index, [description], prompt_len, fields)
+        processor = cls(index, [description], prompt_len, fields, labels)
 
         def process(input_ids, scores):
             processor(input_ids[None, :], scores[None, :])
@@ -455,11 +522,12 @@ class CopyProcessor:
         return process
 
 
-def copied_values(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS) -> list[tuple[str, str, bool]]:
+def copied_values(description: str, answer: str, fields: Iterable[str] = COPY_FIELDS,
+                  labels: Sequence[tuple] = ()) -> list[tuple[str, str, bool]]:
     """(path, value, allowed) of each copied value of ``answer`` (compact JSON, as the model
     writes it): whether the copy constraint would let it be written against ``description``,
     with or without the trailing ISBD punctuation the scorer ignores."""
-    row, out = _Row(None, description, frozenset(fields)), []
+    row, out = _Row(None, description, frozenset(fields), tuple(labels)), []
     for byte in answer.encode():
         state = row.state
         if state.mode == "copy" and byte == QUOTE and not state.escape:

@@ -90,18 +90,20 @@ def json_grammar(schema: dict):
 
 
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
-             grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None) -> list[str]:
+             grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None,
+             part_labels: Sequence[tuple] = ()) -> list[str]:
     """Greedy answers for each conversation (its assistant message, if any, is left out), one
     at a time; a row stops at end-of-turn, or where evaluation.generate stops it. With
     ``copy_fields`` the values of those fields may only be verbatim spans of the description
-    (the copy constraint as a llama-cpp-python logits processor)."""
+    (the copy constraint as a llama-cpp-python logits processor), none reaching over one of the
+    ``part_labels``."""
     return [answer.text for answer in generate_scored(llm, tokenizer, conversations, max_new_tokens, grammar,
-                                                      progress, copy_fields)]
+                                                      progress, copy_fields, part_labels=part_labels)]
 
 
 def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
                     grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None,
-                    schema: dict | None = None) -> list:
+                    schema: dict | None = None, part_labels: Sequence[tuple] = ()) -> list:
     """:func:`generate`'s answers, each with how sure the model was of every field
     (``decoding.doubt.ScoredAnswer``; ``schema``: the JSON schema the grammar holds to)."""
     from llama_cpp import LogitsProcessorList
@@ -122,7 +124,7 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
         ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
         _fits(llm, len(ids), max_new_tokens)
         recorder = LlamaTokenProbabilities(closes)
-        processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields)] \
+        processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields, part_labels)] \
             if copy_fields else []
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,

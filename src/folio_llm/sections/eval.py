@@ -44,6 +44,11 @@ class EvalParams:
         "every label maps back to a UUID: a description unlike the training rows otherwise gets labels "
         "such as 'Subject' or 'Hardcover : alk. paper' that FOLIO refuses. A contributor's role stays "
         "free text (FOLIO keeps one it does not know). Needs constrained.", True)
+    copy_within_parts: bool = setting(
+        "With the copy constraint: no copied value reaches over a phrase the description styles open a "
+        "part with ('Language: ', 'Subjects are ', '; place: '; folio_llm.templates.part_labels) where a "
+        "line, a sentence, a list item or an ISBD area begins, so a name does not run on into "
+        "'Subjects: Birdsongs' nor a subject list into 'Language: English'.", True)
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
         "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; a bare 'by' "
