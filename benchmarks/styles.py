@@ -24,12 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_records(meta: list[dict], denormalized: Path) -> list[tuple[str, dict]]:
     """(key, record) of each test row, from the denormalized records the dataset stage read."""
+    from folio_llm.dataset import record_key
+
     wanted = {m["id"] for m in meta}
     found: dict[str, dict] = {}
     with open(denormalized, encoding="utf-8") as handle:
         for index, line in enumerate(handle, start=1):
             record = json.loads(line)
-            key = str(record.get("hrid") or index)
+            key = record_key(record, index)
             if key in wanted:
                 found[key] = record
     return [(m["id"], found[m["id"]]) for m in meta if m["id"] in found]
