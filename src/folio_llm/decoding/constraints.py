@@ -75,7 +75,7 @@ def schema_processor_factory(tokenizer, schema: dict):
 def copy_processor_factory(tokenizer, fields, labels=()):
     """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
     values of ``fields`` may only be verbatim spans of each row's description (its user message),
-    none reaching over one of the part ``labels``."""
+    within the parts the ``labels`` open (``Decoding.part_labels``)."""
     from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
     index = CopyIndex.for_tokenizer(tokenizer)
@@ -101,11 +101,11 @@ def compose(*factories):
 class Decoding:
     """What decoding is held to: the targets' JSON schema, the fields whose values must be
     verbatim spans of the description (None: not held), and the part labels no such span
-    reaches over."""
+    reaches over, each with the fields its part tells (``templates.part_labels``)."""
 
     schema: dict | None
     copy_fields: list[str] | None
-    part_labels: tuple[str, ...] = ()
+    part_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None,
