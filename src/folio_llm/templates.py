@@ -13,8 +13,9 @@ from functools import lru_cache
 _PROBE = "zyx"  # every value of the probe record starts with it, so a word without it is the template's
 FUNCTION_WORDS = frozenset("a an and at by for from in is it its of on or the this to was with".split())
 _WORD = re.compile(r"\w+")
-# where a part of a description may begin: its start, a line, a sentence, a list item, an ISBD area
-_PART_START = re.compile(r"\n|\. |; |-- |— ")
+# where a part of a description may begin (besides its start): a line, a sentence, a list item, an ISBD area
+PART_BOUNDARIES = ("\n", ". ", "; ", "-- ", "— ")
+_PART_START = re.compile("|".join(re.escape(boundary) for boundary in PART_BOUNDARIES))
 _IDENTIFIER_TYPE = re.compile(r"(?<=\S )(?:ISBN|ISSN|LCCN) $")
 
 

@@ -253,9 +253,15 @@ class _Source:
 def _label_pattern(labels: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[re.Pattern, dict] | None:
     if not labels:
         return None
-    fields = {json.dumps(label, ensure_ascii=False)[1:-1]: frozenset(of) for label, of in labels}
+    from folio_llm.templates import PART_BOUNDARIES
+
+    def escaped(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)[1:-1]
+
+    fields = {escaped(label): frozenset(of) for label, of in labels}
+    after = "|".join(f"(?<={re.escape(escaped(boundary))})" for boundary in PART_BOUNDARIES)
     alternatives = "|".join(re.escape(label) for label in fields)
-    return re.compile(rf"(?:^|(?<=\\n)|(?<=\. )|(?<=; )|(?<=-- )|(?<=— ))(?:{alternatives})"), fields
+    return re.compile(rf"(?:^|{after})(?:{alternatives})"), fields
 
 
 def _parts(escaped: str, labels: tuple) -> tuple[tuple[int, int, frozenset], ...]:
