@@ -73,11 +73,17 @@ class TrainParams:
     save_every: int = setting("Checkpoint every N optimizer steps (a re-run resumes from the last).", 25)
     log_every: int = setting("Log loss, learning rate and tokens/s every N optimizer steps.", 5)
     max_grad_norm: float = setting("Gradient clipping (0 = off).", 1.0)
+    seed: int = setting(
+        "Seed of the training order and the LoRA initialisation (0 = the top-level seed, which "
+        "also draws the sample and the split). Another value trains again on the same split: "
+        "how far a result moves from seed to seed.", 0)
 
     def check(self) -> None:
         for name in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ParamsError(f"params: train.{name}: must be >= 1")
+        if self.seed < 0:
+            raise ParamsError("params: train.seed: must be >= 0 (0 = the top-level seed)")
         if self.lora.rank < 1:
             raise ParamsError("params: train.lora.rank: must be >= 1")
         if self.lora.layers < 0:
