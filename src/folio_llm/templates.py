@@ -12,7 +12,7 @@ from functools import lru_cache
 
 _PROBE = "zyx"  # every value of the probe record starts with it, so a word without it is the template's
 FUNCTION_WORDS = frozenset("a an and at by for from in is it its of on or the this to was with".split())
-_WORD = re.compile(r"\w+")
+WORD = re.compile(r"\w+")  # a word, as the templates and the unused text count them
 # where a part of a description may begin (besides its start): a line, a sentence, a list item, an ISBD area
 PART_BOUNDARIES = ("\n", ". ", "; ", "-- ", "— ")
 _PART_START = re.compile("|".join(re.escape(boundary) for boundary in PART_BOUNDARIES))
@@ -78,7 +78,7 @@ def _key(params) -> str:
 
 @lru_cache(maxsize=4)
 def _template_words(params_key: str) -> frozenset[str]:
-    found = {m.group().casefold() for _, text in _renders(params_key) for m in _WORD.finditer(text)}
+    found = {m.group().casefold() for _, text in _renders(params_key) for m in WORD.finditer(text)}
     return frozenset(w for w in found if not w.startswith(_PROBE) and w not in _values()) | FUNCTION_WORDS
 
 
@@ -92,7 +92,7 @@ def _fields_of_values() -> dict[str, str]:
     from folio_llm.styles import LANGUAGE_NAMES
 
     fields = {word.casefold(): field for field, value in _probe_record().items()
-              for word in _WORD.findall(json.dumps(value)) if word.startswith(_PROBE)}
+              for word in WORD.findall(json.dumps(value)) if word.startswith(_PROBE)}
     fields.update({name.casefold(): "languages" for name in LANGUAGE_NAMES.values()})
     return {**fields, "1999": "publication", "lc": "classifications"}
 

@@ -10,10 +10,9 @@ count as unused (``folio_llm.templates``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_WORD = re.compile(r"\w+")
+from folio_llm.templates import WORD
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Word:
 
 
 def words(text: str) -> list[Word]:
-    return [Word(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(text)]
+    return [Word(m.group().casefold(), m.start(), m.end()) for m in WORD.finditer(text)]
 
 
 def _strings(value, key: str | None = None):
