@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 from folio_llm import paths
 from folio_llm.checking import Checked, FolioMapper, check_answer
+from folio_llm.decoding.doubt import Thresholds
 from folio_llm.jsonl import read_jsonl
 
 BACKENDS = ("transformers", "llama.cpp")
@@ -238,7 +239,7 @@ class AnswerChecks:
     description styles' ``template`` words, the description's text no field holds listed
     (folio_llm.unused)."""
 
-    review_below: float = 0.0
+    review_below: Thresholds = 0.0
     roles_need_words: bool = False
     template: frozenset[str] | None = None
 
@@ -246,7 +247,7 @@ class AnswerChecks:
     def of(cls, params) -> "AnswerChecks":
         from folio_llm.unused import review_template
 
-        return cls(params.eval.review_below, params.eval.roles_need_words, review_template(params))
+        return cls(params.eval.review_thresholds, params.eval.roles_need_words, review_template(params))
 
 
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,

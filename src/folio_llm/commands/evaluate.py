@@ -36,7 +36,7 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                             folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
                             untold_targets=params.dataset.untold_targets,
                             schema=decoding_settings(params, constrained, copy).schema,
-                            review_below=settings.review_below, draft_tokens=settings.draft_tokens,
+                            review_below=settings.review_thresholds, draft_tokens=settings.draft_tokens,
                             roles_need_words=settings.roles_need_words, template=review_template(params))
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result

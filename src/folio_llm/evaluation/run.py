@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from folio_llm.decoding.doubt import Thresholds
 from folio_llm.jsonl import JsonlWriter, atomic_open, write_json
 
 
@@ -14,7 +15,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None, schema: dict | None = None,
-                   review_below: float = 0.0, draft_tokens: int = 0, roles_need_words: bool = False,
+                   review_below: Thresholds = 0.0, draft_tokens: int = 0, roles_need_words: bool = False,
                    template: frozenset[str] | None = None) -> dict:
     """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
     processors hold answers to; ``draft_tokens``: draft-then-verify), then :func:`score_answers`."""
@@ -44,7 +45,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
                   output_tokens: int | None, predictions_path: str | Path | None = None, label: str = "model",
                   folio_schema=None, reference_data=None, train_answers: list[dict] | None = None,
                   untold_targets: list[str] | None = None, confidences: list[dict] | None = None,
-                  review_below: float = 0.0, roles_need_words: bool = False,
+                  review_below: Thresholds = 0.0, roles_need_words: bool = False,
                   template: frozenset[str] | None = None) -> dict:
     """Score answers (whichever backend wrote them, in ``seconds``), and (optionally) write one
     line per row with its field outcomes. With ``folio_schema`` (a FolioSchema) and
@@ -110,7 +111,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
 def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | None, label: str,
                       raw_outputs: list[str | None], details: list[dict] | None = None,
                       references: list[str] | None = None, confidences: list[dict] | None = None,
-                      review_below: float = 0.0, unused: list[list[str]] | None = None) -> None:
+                      review_below: Thresholds = 0.0, unused: list[list[str]] | None = None) -> None:
     """One line per answered row: its prompt, reference, answer, (when scored) field outcomes
     and (when measured) the model's confidence per field, the fields flagged for review and the
     description's text the record does not use.
