@@ -11,7 +11,7 @@ import yaml
 import torch._inductor.config as inductor_config
 
 from folio_llm.params import parse_params
-from folio_llm.training.compiling import CompileCache, worth_compiling
+from folio_llm.training.compiling import CompileCache, CompileClock, worth_compiling
 from folio_llm.training.loop import RunPaths, train
 
 
@@ -132,3 +132,17 @@ def test_the_cache_key_follows_what_shapes_the_graphs(tmp_path, monkeypatch):
     assert CompileCache.for_run(model, {**lora, "r": 8}, "bf16", "cpu").folder != folder
     assert CompileCache.for_run({**model, "num_hidden_layers": 2}, lora, "bf16", "cpu").folder != folder
     assert CompileCache.for_run(model, lora, "no", "cpu").folder != folder
+
+
+def test_the_record_keeps_the_best_rate_each_way_has_reached(tmp_path, monkeypatch):
+    """A run slowed by another job does not make auto train the next runs the slower way."""
+    monkeypatch.setenv("FOLIO_LLM_CACHE", str(tmp_path))
+    cache = CompileCache.for_run({"hidden_size": 576}, {"r": 16}, "bf16", "cpu")
+    for compiled, tokens_per_s in ((True, 540.0), (False, 470.0), (True, 448.0), (False, 380.0)):
+        clock = CompileClock()
+        clock.first_step_seconds, clock.first_step_tokens = 5.0, 1_000
+        clock.settle(cache, compiled, was_warm=True, tokens=1_000 + int(tokens_per_s * 100), seconds=105.0)
+    record = cache.record()
+    assert record["compiled_tokens_per_s"] == 540.0 and record["eager_tokens_per_s"] == 470.0
+    assert record["compiled_runs"] == 2
+    assert worth_compiling(405_561, cache)[0]

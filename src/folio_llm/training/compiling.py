@@ -175,7 +175,9 @@ def uncompile_layers(causal_lm) -> None:
 
 class CompileClock:
     """The compile's cost: the first step's time less what an eager step of its tokens takes at
-    the run's later rate; written to the cache record with the run's rate at the end."""
+    the run's later rate; written to the cache record with the run's rate at the end. The record
+    keeps the best rate each way has reached: on a shared 2-core machine another job only ever
+    slows a run, and one slowed compiled run had made ``auto`` train the next runs eagerly."""
 
     def __init__(self):
         self.first_step_seconds = None
@@ -191,11 +193,11 @@ class CompileClock:
         if self.first_step_seconds is None or later_tokens <= 0 or later_seconds <= 0:
             return
         rate = later_tokens / later_seconds
+        record = cache.record()
         if not compiled:
-            cache.update(eager_tokens_per_s=round(rate, 1))
+            cache.update(eager_tokens_per_s=round(max(rate, record.get("eager_tokens_per_s", 0.0)), 1))
             return
         overhead = max(0.0, self.first_step_seconds - self.first_step_tokens / rate)
-        record = cache.record()
-        cache.update(compiled_tokens_per_s=round(rate, 1),
+        cache.update(compiled_tokens_per_s=round(max(rate, record.get("compiled_tokens_per_s", 0.0)), 1),
                      **{f"compile_seconds_{'warm' if was_warm else 'cold'}": round(overhead, 1)},
                      compiled_runs=int(record.get("compiled_runs", 0)) + 1)
