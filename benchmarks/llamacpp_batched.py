@@ -70,10 +70,7 @@ def main(model, data, rows, batches, drafts, skip_one_at_a_time, repeats):
                     for messages in conversations]
 
         def one_at_a_time():
-            grammar = llamacpp.json_grammar(decoding.schema) if decoding.schema else None
-            return [a.text for a in llamacpp.generate_scored(llm, tokenizer, conversations, limit, grammar, False,
-                                                             decoding.copy_fields, decoding.schema,
-                                                             part_labels=decoding.part_labels)]
+            return [a.text for a in llamacpp.generate_scored(llm, tokenizer, conversations, limit, decoding, False)]
 
         factory = decoding_constraint(params, tokenizer)
         seconds = {}

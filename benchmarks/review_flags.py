@@ -47,7 +47,6 @@ def main(rows: int, repeats: int, gguf: str, params_path: str) -> None:
     model, tokenizer = generate.load_for_inference(paths.BASE, paths.ADAPTER, params.eval.dtype)
     factory = decoding_constraint(params, tokenizer)
     llm, gguf_tokenizer = llamacpp.load_gguf(gguf)
-    grammar = llamacpp.json_grammar(decoding.schema)
     real = {"transformers": (generate, "TokenProbabilities", doubt.TokenProbabilities),
             "llama.cpp": (llamacpp, "LlamaTokenProbabilities", doubt.LlamaTokenProbabilities)}
 
@@ -56,9 +55,8 @@ def main(rows: int, repeats: int, gguf: str, params_path: str) -> None:
             return generate.generate_scored(model, tokenizer, conversations, params.eval.batch_size,
                                             params.eval.max_new_tokens, factory, progress=False,
                                             schema=decoding.schema)
-        return llamacpp.generate_scored(llm, gguf_tokenizer, conversations, params.eval.max_new_tokens, grammar,
-                                        progress=False, copy_fields=decoding.copy_fields, schema=decoding.schema,
-                                        part_labels=decoding.part_labels)
+        return llamacpp.generate_scored(llm, gguf_tokenizer, conversations, params.eval.max_new_tokens, decoding,
+                                        progress=False)
 
     try:
         for backend, (module, name, recorder) in real.items():

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from conftest import repeat_request, repeatable_records
 from folio_llm.answers import target_schema
 from folio_llm.cli import main
+from folio_llm.decoding.constraints import Decoding
 from folio_llm.decoding.doubt import field_confidence, flagged, leaves, token_ends
 from folio_llm.jsonl import load_jsonl
 from folio_llm.params import parse_params
@@ -90,10 +91,9 @@ def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base
 
     llm, gguf_tokenizer = llamacpp.load_gguf(smollm2_gguf)
     try:
-        grammar = llamacpp.json_grammar(SCHEMA)
-        plain = llamacpp.generate(llm, gguf_tokenizer, conversations, 400, grammar, progress=False)
-        [scored_here] = llamacpp.generate_scored(llm, gguf_tokenizer, conversations, 400, grammar, progress=False,
-                                                 schema=SCHEMA)
+        held = Decoding(SCHEMA, None)
+        plain = llamacpp.generate(llm, gguf_tokenizer, conversations, 400, held, progress=False)
+        [scored_here] = llamacpp.generate_scored(llm, gguf_tokenizer, conversations, 400, held, progress=False)
     finally:
         llm.close()
     assert [scored_here.text] == plain and set(scored_here.confidence) == set(scored.confidence)

@@ -292,7 +292,7 @@ def test_llama_cpp_copy_constraint_keeps_titles_to_the_description(exported, rea
     grammar, on the tiny model: the title it writes is a span of the description."""
     from folio_llm.answers import close_cut_json
     from folio_llm.answers import parse_output, target_schema
-    from folio_llm.decoding.llamacpp import json_grammar
+    from folio_llm.decoding.constraints import Decoding
     from folio_llm.params import parse_params
 
     tmp, _ = exported
@@ -300,8 +300,8 @@ def test_llama_cpp_copy_constraint_keeps_titles_to_the_description(exported, rea
     llm, tokenizer = load_gguf(tmp / "gguf" / "folio-llm-f16.gguf")
     try:
         answers = generate_llamacpp(llm, tokenizer, [r["messages"] for r in rows], max_new_tokens=48,
-                                    grammar=json_grammar(target_schema(parse_params({}).denormalize.fields)),
-                                    progress=False, copy_fields=["title"])
+                                    decoding=Decoding(target_schema(parse_params({}).denormalize.fields), ["title"]),
+                                    progress=False)
     finally:
         llm.close()
     titles = 0

@@ -9,7 +9,7 @@ from conftest import repeat_request, repeatable_records
 
 from folio_llm.answers import target_schema
 from folio_llm.decoding import llamacpp
-from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
+from folio_llm.decoding.constraints import Decoding, compose, copy_processor_factory, schema_processor_factory
 from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
 from folio_llm.jsonl import load_jsonl
 from folio_llm.models import prompt_text
@@ -28,8 +28,8 @@ def test_batched_answers_are_the_one_at_a_time_answers_on_real_rows(gguf, real_d
     llm, tokenizer = gguf
     conversations = [r["messages"][:-1] for r in load_jsonl(real_dataset / "openai" / "test.jsonl")[:5]]
     schema = target_schema(parse_params({}).denormalize.fields)
-    one_at_a_time = llamacpp.generate_scored(llm, tokenizer, conversations, 120, llamacpp.json_grammar(schema),
-                                             progress=False, copy_fields=list(COPY_FIELDS), schema=schema)
+    one_at_a_time = llamacpp.generate_scored(llm, tokenizer, conversations, 120, Decoding(schema, list(COPY_FIELDS)),
+                                             progress=False)
     factory = compose(schema_processor_factory(tokenizer, schema), copy_processor_factory(tokenizer, COPY_FIELDS))
     stats = DraftStats()
     # 3 rows a batch: one full batch, one short; rows leave their batch as they end

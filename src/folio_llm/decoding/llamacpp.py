@@ -19,6 +19,10 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from folio_llm.decoding.constraints import Decoding
+
+FREE = Decoding(None, None)  # no grammar, no copy constraint
+
 MISSING = "the llama.cpp backend needs llama-cpp-python: pip install 'folio-llm[llamacpp]'"
 # llama.cpp's own quantizer types for the GGUF types that the converter cannot write itself
 QUANTIZE_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
@@ -90,27 +94,26 @@ def json_grammar(schema: dict):
 
 
 def generate(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
-             grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None,
-             part_labels: Sequence[tuple] = ()) -> list[str]:
+             decoding: Decoding = FREE, progress: bool = True) -> list[str]:
     """Greedy answers for each conversation (its assistant message, if any, is left out), one
-    at a time; a row stops at end-of-turn, or where evaluation.generate stops it. With
-    ``copy_fields`` the values of those fields may only be verbatim spans of the description
-    (the copy constraint as a llama-cpp-python logits processor), none reaching over one of the
-    ``part_labels``."""
-    return [answer.text for answer in generate_scored(llm, tokenizer, conversations, max_new_tokens, grammar,
-                                                      progress, copy_fields, part_labels=part_labels)]
+    at a time, held to ``decoding`` (its JSON schema as a llama.cpp grammar; the copy constraint
+    as a llama-cpp-python logits processor); a row stops at end-of-turn, or where
+    evaluation.generate stops it."""
+    return [answer.text for answer in generate_scored(llm, tokenizer, conversations, max_new_tokens, decoding,
+                                                      progress)]
 
 
 def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 640,
-                    grammar=None, progress: bool = True, copy_fields: Sequence[str] | None = None,
-                    schema: dict | None = None, part_labels: Sequence[tuple] = ()) -> list:
+                    decoding: Decoding = FREE, progress: bool = True) -> list:
     """:func:`generate`'s answers, each with how sure the model was of every field
-    (``decoding.doubt.ScoredAnswer``; ``schema``: the JSON schema the grammar holds to)."""
+    (``decoding.doubt.ScoredAnswer``)."""
     from llama_cpp import LogitsProcessorList
 
     from folio_llm.decoding.doubt import LlamaTokenProbabilities, closing_tokens, scored_answer
     from folio_llm.models import prompt_text
 
+    schema, copy_fields, part_labels = decoding.schema, decoding.copy_fields, decoding.part_labels
+    grammar = json_grammar(schema) if schema else None
     if copy_fields:
         from folio_llm.decoding.constraints import description
         from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
