@@ -50,7 +50,8 @@ def test_records(meta: list[dict], denormalized: Path) -> list[tuple[str, dict]]
 @click.option("--predictions", "predictions_dir", default="",
               help="Write each style's answers and field outcomes to DIR/<style>.jsonl.")
 def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, params_path, predictions_dir):
-    from folio_llm.decoding.constraints import decoding_constraint
+    from folio_llm.checking import AnswerChecks
+    from folio_llm.decoding.constraints import decoding_constraint, decoding_settings
     from folio_llm.decoding.generate import load_for_inference
     from folio_llm.evaluation.run import evaluate_model
     from folio_llm.splits import load_test_rows, load_train_answers
@@ -74,7 +75,8 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
                                 predictions_path=Path(predictions_dir) / f"{style}.jsonl" if predictions_dir else None,
                                 max_new_tokens=params.eval.max_new_tokens, logits_processor_factory=factory,
                                 train_answers=train_answers, untold_targets=params.dataset.untold_targets,
-                                draft_tokens=params.eval.draft_tokens)
+                                schema=decoding_settings(params, None, copy).schema,
+                                draft_tokens=params.eval.draft_tokens, checks=AnswerChecks.of(params))
         ci = report["macro_transcribed_ci"] or [float("nan")] * 2
         click.echo(f"style={style} n={report['n']} macro={report['macro']:.3f} told={report['macro_transcribed']:.3f} "
                    f"[{ci[0]:.3f}, {ci[1]:.3f}] inferred={report['macro_inferred']:.3f} "

@@ -64,6 +64,7 @@ def test_evaluate_scores_the_answers_without_the_roles_their_descriptions_do_not
     """The evaluate stage with eval.roles_need_words, on real test rows answered by their own
     references: the roles of rows that tell none go (contributor types fall there only), the
     told fields' scores stay, and nothing counts as a cut answer."""
+    from folio_llm.checking import AnswerChecks
     from folio_llm.evaluation.run import score_answers
     from folio_llm.jsonl import load_jsonl
 
@@ -71,7 +72,8 @@ def test_evaluate_scores_the_answers_without_the_roles_their_descriptions_do_not
     meta = load_jsonl(real_dataset / "meta" / "test.jsonl")
     answers = [m["reference"] for m in meta]
     plain = score_answers(answers, rows, meta, seconds=1.0, output_tokens=None)
-    ruled = score_answers(answers, rows, meta, seconds=1.0, output_tokens=None, roles_need_words=True)
+    ruled = score_answers(answers, rows, meta, seconds=1.0, output_tokens=None,
+                          checks=AnswerChecks(roles_need_words=True))
     assert plain["fields"]["contributor_types"]["score"] == 1.0
     assert ruled["fields"]["contributor_types"]["score"] < 1.0
     assert ruled["macro_transcribed"] == plain["macro_transcribed"] and ruled["macro"] == plain["macro"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from folio_llm.checking import check_answer
+from folio_llm.checking import AnswerChecks, check_answer
 from folio_llm.jsonl import load_jsonl
 from folio_llm.params import parse_params
 from folio_llm.sections.dataset import CSL_STYLES
@@ -87,11 +87,11 @@ def test_evaluate_counts_a_wrong_field_the_unused_text_shows_as_flagged(real_dat
     answers[cut]["subjects"] = answers[cut]["subjects"][:-1]
     sure = [{name: 1.0 for name in ("title", "contributors", "subjects", "publisher", "place")} for _ in rows]
     result = score_answers([json.dumps(a) for a in answers], rows, meta, seconds=1.0, output_tokens=None,
-                           confidences=sure, review_below=0.75, template=TEMPLATE)
+                           confidences=sure, checks=AnswerChecks(0.75, template=TEMPLATE))
     review = result["review"]
     assert review["fields"]["subjects"]["recall"] == 1.0 and review["wrong_in_unused_only"] >= 1
     assert review["false_alarms"] == 0.0  # the unused text flags no right field
     assert review["unused"]["listed"] >= 1 and review["unused"]["answers"] == len(rows)
     without = score_answers([json.dumps(a) for a in answers], rows, meta, seconds=1.0, output_tokens=None,
-                            confidences=sure, review_below=0.75)
+                            confidences=sure, checks=AnswerChecks(0.75))
     assert without["review"]["fields"]["subjects"]["recall"] == 0.0 and "unused" not in without["review"]

@@ -133,6 +133,25 @@ class Checked:
                 "confidence": self.confidence, "review": self.review, "unused": self.unused}
 
 
+@dataclass(frozen=True)
+class AnswerChecks:
+    """What is done to each answer after it is written (params.eval): fields the model was less
+    sure of than ``review_below`` flagged for review (a served model gives no confidence); the
+    roles its description does not say dropped (``roles_need_words``, folio_llm.roles); with the
+    description styles' ``template`` words, the description's text no field holds listed
+    (folio_llm.unused)."""
+
+    review_below: Thresholds = 0.0
+    roles_need_words: bool = False
+    template: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, params) -> "AnswerChecks":
+        from folio_llm.unused import review_template
+
+        return cls(params.eval.review_thresholds, params.eval.roles_need_words, review_template(params))
+
+
 def check_record(record: dict, folio: FolioMapper | None, answer: str | None = None, cut_off: bool = False) -> Checked:
     """A record (an answer's JSON object, or one edited on the page) mapped and checked."""
     if folio is None:

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from folio_llm import paths
-from folio_llm.checking import Checked, FolioMapper, check_answer
-from folio_llm.decoding.doubt import Thresholds
+from folio_llm.checking import AnswerChecks, Checked, FolioMapper, check_answer
 from folio_llm.jsonl import read_jsonl
 
 BACKENDS = ("transformers", "llama.cpp")
@@ -229,25 +228,6 @@ class Generator:
 
 # ---------------------------------------------------------------------------------------
 # answers to records, as predict prints them
-
-
-@dataclass(frozen=True)
-class AnswerChecks:
-    """What is done to each answer after it is written (params.eval): fields the model was less
-    sure of than ``review_below`` flagged for review (a served model gives no confidence); the
-    roles its description does not say dropped (``roles_need_words``, folio_llm.roles); with the
-    description styles' ``template`` words, the description's text no field holds listed
-    (folio_llm.unused)."""
-
-    review_below: Thresholds = 0.0
-    roles_need_words: bool = False
-    template: frozenset[str] | None = None
-
-    @classmethod
-    def of(cls, params) -> "AnswerChecks":
-        from folio_llm.unused import review_template
-
-        return cls(params.eval.review_thresholds, params.eval.roles_need_words, review_template(params))
 
 
 def answered(generator, requests: Sequence, folio: FolioMapper | None = None, *, chunk: int = 0, lock=None,

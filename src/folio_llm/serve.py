@@ -50,7 +50,7 @@ class Cataloger:
     """The page's side: proposals, FOLIO requests, creations once per key, batch jobs."""
 
     def __init__(self, generator, mapper, system_prompt: str, examples: list[str], store, checks=None):
-        from folio_llm.predict import AnswerChecks
+        from folio_llm.checking import AnswerChecks
 
         self.generator, self.mapper, self.system_prompt, self.examples = generator, mapper, system_prompt, examples
         self.checks = checks or AnswerChecks()  # review flags and roles, as predict does them
@@ -296,7 +296,8 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from folio_llm.folio.api import FolioApi
     from folio_llm.jobs import JobStore
     from folio_llm.decoding.llamacpp import threads
-    from folio_llm.predict import AnswerChecks, Generator
+    from folio_llm.checking import AnswerChecks
+    from folio_llm.predict import Generator
 
     gguf = Path(gguf)
     system_prompt = params.dataset.system_prompts[0]

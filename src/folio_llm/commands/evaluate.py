@@ -24,8 +24,8 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
     evaluation.run.folio_checks, loaded once per command."""
     from folio_llm.decoding.constraints import decoding_constraint, decoding_settings
     from folio_llm.decoding.generate import load_for_inference
+    from folio_llm.checking import AnswerChecks
     from folio_llm.evaluation.run import evaluate_model
-    from folio_llm.unused import review_template
 
     settings = params.eval
     folio_schema, reference = checks
@@ -36,8 +36,7 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                             folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
                             untold_targets=params.dataset.untold_targets,
                             schema=decoding_settings(params, constrained, copy).schema,
-                            review_below=settings.review_thresholds, draft_tokens=settings.draft_tokens,
-                            roles_need_words=settings.roles_need_words, template=review_template(params))
+                            draft_tokens=settings.draft_tokens, checks=AnswerChecks.of(params))
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result
 

@@ -73,8 +73,8 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     import time
 
     from folio_llm.decoding.constraints import decoding_settings
+    from folio_llm.checking import AnswerChecks
     from folio_llm.evaluation.run import score_answers, write_predictions
-    from folio_llm.unused import review_template
 
     settings = params.eval
     decoding = decoding_settings(params, constrained, copy)
@@ -112,8 +112,7 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     result = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions,
                            label=label, folio_schema=folio_schema, reference_data=reference,
                            train_answers=train_answers, untold_targets=params.dataset.untold_targets,
-                           confidences=confidences, review_below=settings.review_thresholds,
-                           roles_need_words=settings.roles_need_words, template=review_template(params))
+                           confidences=confidences, checks=AnswerChecks.of(params))
     result["generation"]["backend"] = backend
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result

@@ -56,7 +56,8 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
 
     from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.jsonl import JsonlWriter, dumps
-    from folio_llm.predict import AnswerChecks, BadInput, FolioMapper, answered, read_requests
+    from folio_llm.checking import AnswerChecks
+    from folio_llm.predict import BadInput, FolioMapper, answered, read_requests
 
     if not descriptions and not input_path:
         raise click.UsageError("give a description or --input FILE")

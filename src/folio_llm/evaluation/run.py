@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from folio_llm.checking import AnswerChecks
 from folio_llm.decoding.doubt import Thresholds
 from folio_llm.jsonl import JsonlWriter, atomic_open, write_json
 
@@ -15,8 +16,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
                    logits_processor_factory=None, label: str = "model", folio_schema=None,
                    reference_data=None, train_answers: list[dict] | None = None,
                    untold_targets: list[str] | None = None, schema: dict | None = None,
-                   review_below: Thresholds = 0.0, draft_tokens: int = 0, roles_need_words: bool = False,
-                   template: frozenset[str] | None = None) -> dict:
+                   draft_tokens: int = 0, checks: AnswerChecks = AnswerChecks()) -> dict:
     """Generate with a transformers model (batched; ``schema``: the JSON schema the logits
     processors hold answers to; ``draft_tokens``: draft-then-verify), then :func:`score_answers`."""
     from dataclasses import asdict
@@ -34,8 +34,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], meta: list[dict] | None, 
     result = score_answers(outputs, rows, meta, seconds=seconds, output_tokens=tokens, predictions_path=predictions_path,
                            label=label, folio_schema=folio_schema, reference_data=reference_data,
                            train_answers=train_answers, untold_targets=untold_targets,
-                           confidences=[a.confidence for a in answers], review_below=review_below,
-                           roles_need_words=roles_need_words, template=template)
+                           confidences=[a.confidence for a in answers], checks=checks)
     if draft_tokens:
         result["drafting"] = asdict(drafting)
     return result
@@ -45,8 +44,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
                   output_tokens: int | None, predictions_path: str | Path | None = None, label: str = "model",
                   folio_schema=None, reference_data=None, train_answers: list[dict] | None = None,
                   untold_targets: list[str] | None = None, confidences: list[dict] | None = None,
-                  review_below: Thresholds = 0.0, roles_need_words: bool = False,
-                  template: frozenset[str] | None = None) -> dict:
+                  checks: AnswerChecks = AnswerChecks()) -> dict:
     """Score answers (whichever backend wrote them, in ``seconds``), and (optionally) write one
     line per row with its field outcomes. With ``folio_schema`` (a FolioSchema) and
     ``reference_data``, answers are also mapped back to UUIDs and checked against FOLIO's
@@ -57,10 +55,10 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     the report adds the scores per description style, the untold values answers invented and,
     given ``train_answers``, the inferred fields beside the training majority; given the
     answers' ``confidences`` (decoding.doubt), how well flagging the fields below
-    ``review_below`` finds the wrong told ones (evaluation.review). ``roles_need_words``: the
-    answers lose the roles their description does not say (folio_llm.roles) before scoring.
-    ``template``: the description styles' own words; with it, each answer's unused text
-    (folio_llm.unused) is listed and counts in the review."""
+    ``checks.review_below`` finds the wrong told ones (evaluation.review). With
+    ``checks.roles_need_words`` the answers lose the roles their description does not say
+    (folio_llm.roles) before scoring; with ``checks.template`` (the description styles' own
+    words) each answer's unused text (folio_llm.unused) is listed and counts in the review."""
     from folio_llm.answers import closed_answer, validator_for
     from folio_llm.decoding.constraints import description
     from folio_llm.evaluation import breakdown
@@ -71,7 +69,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     outputs = [closed_answer(o) for o in raw_outputs]
     cut_and_closed = sum(o != r for o, r in zip(outputs, raw_outputs))
     descriptions = [description(row["messages"][:-1]) for row in rows]
-    if roles_need_words:
+    if checks.roles_need_words:
         from folio_llm.roles import roles_from_words
 
         outputs = [roles_from_words(o, d) for o, d in zip(outputs, descriptions)]
@@ -79,10 +77,10 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
     details = [score_record(output, reference, folio_schema=folio_schema, reference_data=reference_data,
                             _validator_obj=validator) for output, reference in zip(outputs, references)]
     unused = None
-    if template is not None:
+    if checks.template is not None:
         from folio_llm.unused import unused_text
 
-        unused = [unused_text(d, detail["parsed"], template) for d, detail in zip(descriptions, details)]
+        unused = [unused_text(d, detail["parsed"], checks.template) for d, detail in zip(descriptions, details)]
     result = summarize(details, transcribed=[m["transcribed"] for m in meta] if meta else None,
                        inferred=[m["inferred"] for m in meta] if meta else None,
                        folio_checked=folio_schema is not None and reference_data is not None)
@@ -99,12 +97,13 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
         if confidences and any(confidences):
             from folio_llm.evaluation.review import invented_fields, review_curve, review_report, told_fields
 
-            pairs = told_fields(details, meta, confidences, unused, template or frozenset())
-            result["review"] = review_report(pairs, review_below, invented_fields(details, meta, confidences), unused)
+            pairs = told_fields(details, meta, confidences, unused, checks.template or frozenset())
+            result["review"] = review_report(pairs, checks.review_below, invented_fields(details, meta, confidences),
+                                             unused)
             result["review"]["curve"] = review_curve(pairs).to_dict("records")
     if predictions_path:
         write_predictions(predictions_path, rows, meta, label, raw_outputs, details, references, confidences,
-                          review_below, unused)
+                          checks.review_below, unused)
     return result
 
 
