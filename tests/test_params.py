@@ -25,8 +25,6 @@ def test_repo_params_are_the_embedded_defaults():
         ({"dataset": {"split": {"train": 0.5, "valid": 0.1, "test": 0.1}}}, "dataset.split"),
         ({"dataset": {"prompt_fields": ["title", "notes"]}}, "dataset.prompt_fields"),
         ({"dataset": {"target_fields": ["title", "notes"]}}, "dataset.target_fields"),
-        ({"eval": {"review_below_fields": {"notes": 0.5}}}, "eval.review_below_fields.notes"),
-        ({"eval": {"review_below_fields": {"place": 1.5}}}, "eval.review_below_fields.place"),
         ({"train": {"seed": -1}}, "train.seed"),
     ],
 )

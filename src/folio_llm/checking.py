@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from folio_llm.decoding.doubt import Thresholds
-
 CUT_OFF = "the answer was cut off (loop or token limit): kept up to its last whole field"
 SCHEMA_PREFIX = "FOLIO schema: "
 REVIEW = "check {what}: the model was unsure of it (confidence {confidence:.2f})"
@@ -60,7 +58,7 @@ class Checked:
     cut_off: bool = False
     checked_by_folio: bool = False
     confidence: dict[str, float] = field(default_factory=dict)  # scored field -> decoding.doubt's confidence
-    review_below: Thresholds = 0.0
+    review_below: float = 0.0
     unused: list[str] = field(default_factory=list)  # the description's text no field holds (folio_llm.unused)
 
     @property
@@ -141,7 +139,7 @@ class AnswerChecks:
     description styles' ``template`` words, the description's text no field holds listed
     (folio_llm.unused)."""
 
-    review_below: Thresholds = 0.0
+    review_below: float = 0.0
     roles_need_words: bool = False
     template: frozenset[str] | None = None
 
@@ -149,7 +147,7 @@ class AnswerChecks:
     def of(cls, params) -> "AnswerChecks":
         from folio_llm.unused import review_template
 
-        return cls(params.eval.review_thresholds, params.eval.roles_need_words, review_template(params))
+        return cls(params.eval.review_below, params.eval.roles_need_words, review_template(params))
 
 
 def check_record(record: dict, folio: FolioMapper | None, answer: str | None = None, cut_off: bool = False) -> Checked:
@@ -163,7 +161,7 @@ def check_record(record: dict, folio: FolioMapper | None, answer: str | None = N
 
 
 def check_answer(answer: str, folio: FolioMapper | None = None, confidence: dict[str, float] | None = None,
-                 review_below: Thresholds = 0.0, description: str = "", template: frozenset[str] | None = None) -> Checked:
+                 review_below: float = 0.0, description: str = "", template: frozenset[str] | None = None) -> Checked:
     """The model's answer parsed (a cut-off one closed after its last whole field), then mapped
     and checked with ``folio``; the fields whose ``confidence`` is below ``review_below`` are
     flagged for review and, with the description styles' ``template`` words, the text of the

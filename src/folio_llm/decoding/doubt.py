@@ -6,8 +6,7 @@ closed the value (where copying stopped) and the end of its list; for a field th
 left out, the choice that skipped it. Under the JSON-schema grammar a forced token has
 probability 1, so only the model's own choices lower a confidence; a value closed with or
 without trailing punctuation counts as one choice (the record is scored without it). Fields
-below ``eval.review_below`` (or their own ``eval.review_below_fields``) are flagged for review
-beside the record.
+below ``eval.review_below`` are flagged for review beside the record.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Sequence
 
 # scored field (evaluation.scoring.FIELDS) -> (top-level key, the key inside each of its items
 # that holds the value; None: every value under the top-level key)
@@ -200,18 +199,9 @@ def values_of(record: dict, name: str) -> list[str]:
     return found
 
 
-# one threshold for every field, or one per field ("*": every other field)
-Thresholds = Union[float, Mapping[str, float]]
-
-
-def threshold(below: Thresholds, name: str) -> float:
-    """The confidence under which field ``name`` is flagged."""
-    return below.get(name, below.get("*", 0.0)) if isinstance(below, Mapping) else below
-
-
-def flagged(confidence: dict[str, float], below: Thresholds) -> list[str]:
-    """The fields to review: those the model was less sure of than their threshold in ``below``."""
-    return [name for name, value in confidence.items() if value < threshold(below, name)]
+def flagged(confidence: dict[str, float], below: float) -> list[str]:
+    """The fields to review: those the model was less sure of than ``below``."""
+    return [name for name, value in confidence.items() if value < below]
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from folio_llm.decoding.doubt import Thresholds, threshold
 from folio_llm.evaluation.scoring import MACRO_FIELDS, TARGET_FIELD
 
 CURVE_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20)) + (0.97, 0.99)
@@ -28,11 +27,11 @@ class ToldField:
     in_unused: bool = False  # what it misses is in the description's text the record does not use
     answer: int | None = None  # its answer's position
 
-    def flagged(self, below: Thresholds) -> bool:
+    def flagged(self, below: float) -> bool:
         return self.in_unused or self.unsure(below)
 
-    def unsure(self, below: Thresholds) -> bool:
-        return self.confidence is not None and self.confidence < threshold(below, self.field)
+    def unsure(self, below: float) -> bool:
+        return self.confidence is not None and self.confidence < below
 
 
 def told_fields(details: Sequence[dict], meta: Sequence[dict], confidences: Sequence[dict],
@@ -71,7 +70,7 @@ def invented_fields(details: Sequence[dict], meta: Sequence[dict], confidences: 
     return made_up
 
 
-def rates(pairs: Sequence[ToldField], below: Thresholds) -> dict:
+def rates(pairs: Sequence[ToldField], below: float) -> dict:
     wrong = [p for p in pairs if p.wrong]
     right = [p for p in pairs if not p.wrong]
     return {
@@ -93,7 +92,7 @@ def unused_report(pairs: Sequence[ToldField], unused: Sequence[list[str]]) -> di
             "listed_all_told_right": sum(i not in wrong_answers for i in listed)}
 
 
-def review_report(pairs: Sequence[ToldField], below: Thresholds, made_up: Sequence[ToldField] = (),
+def review_report(pairs: Sequence[ToldField], below: float, made_up: Sequence[ToldField] = (),
                   unused: Sequence[list[str]] | None = None) -> dict:
     """Recall and false alarms at ``below``, in all, per field and per description style; the
     share of the values made up for untold fields that are flagged; and how often the unused
@@ -119,25 +118,3 @@ def review_curve(pairs: Sequence[ToldField], thresholds: Sequence[float] = CURVE
     return pd.DataFrame([{"below": t, "recall": r["recall"] or 0.0, "false_alarms": r["false_alarms"] or 0.0}
                          for t, r in zip(thresholds, at)])
 
-
-def thresholds_for(pairs: Sequence[ToldField], false_alarms: float,
-                   grid: Sequence[float] = CURVE_THRESHOLDS) -> dict[str, float]:
-    """A threshold per field that flags the most wrong told fields of ``pairs`` while the right
-    ones flagged stay at or under the share ``false_alarms``: for each price of a false alarm,
-    every field takes the threshold worth most at that price (fields do not interact), and the
-    dearest price that keeps within the share wins."""
-    fields = sorted({p.field for p in pairs}, key=MACRO_FIELDS.index)
-    right = sum(not p.wrong for p in pairs) or 1
-    counts = {(name, below): (sum(p.flagged(below) for p in pairs if p.field == name and p.wrong),
-                              sum(p.flagged(below) for p in pairs if p.field == name and not p.wrong))
-              for name in fields for below in (0.0, *grid)}
-    best: tuple[int, dict[str, float]] = (-1, {name: 0.0 for name in fields})
-    for price in sorted({round(0.05 * step, 2) for step in range(1, 401)}, reverse=True):
-        # a field's threshold: found + price-weighted alarms at their best, the lower threshold on a tie
-        chosen = {name: max((0.0, *grid), key=lambda below: (counts[name, below][0] - price * counts[name, below][1],
-                                                             -below)) for name in fields}
-        if sum(counts[name, below][1] for name, below in chosen.items()) / right <= false_alarms:
-            found = sum(counts[name, below][0] for name, below in chosen.items())
-            if found > best[0]:
-                best = (found, chosen)
-    return best[1]

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from folio_llm.checking import AnswerChecks
-from folio_llm.decoding.doubt import Thresholds
 from folio_llm.jsonl import JsonlWriter, atomic_open, write_json
 
 
@@ -110,7 +109,7 @@ def score_answers(raw_outputs: list[str], rows: list[dict], meta: list[dict] | N
 def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | None, label: str,
                       raw_outputs: list[str | None], details: list[dict] | None = None,
                       references: list[str] | None = None, confidences: list[dict] | None = None,
-                      review_below: Thresholds = 0.0, unused: list[list[str]] | None = None) -> None:
+                      review_below: float = 0.0, unused: list[list[str]] | None = None) -> None:
     """One line per answered row: its prompt, reference, answer, (when scored) field outcomes
     and (when measured) the model's confidence per field, the fields flagged for review and the
     description's text the record does not use.

@@ -63,12 +63,6 @@ class EvalParams:
         "told fields and false alarms on the right ones at every threshold). The default keeps false "
         "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
         0.75)
-    review_below_fields: dict[str, float] = setting(
-        "A threshold of its own for a scored field (title, contributors, publication_year, publisher, "
-        "place, subjects, ...), in place of review_below: the model is sure of a wrong place more "
-        "often than of a wrong name. `python benchmarks/review_thresholds.py` picks them on the "
-        "valid split (the most wrong fields flagged for the false alarms allowed).",
-        factory=dict)
     review_unused: bool = setting(
         "List beside the record the text of the description no value of the record holds (the "
         "words the description styles write around values, such as 'Title:' or 'edited by', do not "
@@ -92,20 +86,9 @@ class EvalParams:
         "auto",
     )
 
-    @property
-    def review_thresholds(self):
-        """Below which confidence each field is flagged (decoding.doubt.threshold)."""
-        return {"*": self.review_below, **self.review_below_fields} if self.review_below_fields else self.review_below
-
     def check(self) -> None:
-        from folio_llm.decoding.doubt import SCORED_PARTS
-
         if not 0 <= self.review_below <= 1:
             raise ParamsError(f"params: eval.review_below must be between 0 and 1, not {self.review_below}")
-        for name, below in self.review_below_fields.items():
-            if name not in SCORED_PARTS or not 0 <= below <= 1:
-                raise ParamsError(f"params: eval.review_below_fields.{name}: a scored field ({', '.join(SCORED_PARTS)}) "
-                                  f"and a threshold between 0 and 1, not {below}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or not 0 <= self.draft_tokens <= 15:
             raise ParamsError("params: eval.batch_size and eval.max_new_tokens must be >= 1, eval.limit >= 0, "
                               "eval.draft_tokens 0 to 15")
