@@ -291,12 +291,11 @@ def create_app(gguf: str | Path, params, *, reference_dir: str | Path, schemas_d
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from folio_llm.chat_batching import ChatBatcher
-    from folio_llm.checking import FolioMapper
+    from folio_llm.checking import AnswerChecks, FolioMapper
     from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.folio.api import FolioApi
     from folio_llm.jobs import JobStore
     from folio_llm.decoding.llamacpp import threads
-    from folio_llm.checking import AnswerChecks
     from folio_llm.predict import Generator
 
     gguf = Path(gguf)

@@ -22,9 +22,9 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
                   train_answers: list[dict] | None = None, copy: bool | None = None) -> dict:
     """Load one model, answer the rows, score them; one line to the console. ``checks``:
     evaluation.run.folio_checks, loaded once per command."""
+    from folio_llm.checking import AnswerChecks
     from folio_llm.decoding.constraints import decoding_constraint, decoding_settings
     from folio_llm.decoding.generate import load_for_inference
-    from folio_llm.checking import AnswerChecks
     from folio_llm.evaluation.run import evaluate_model
 
     settings = params.eval

@@ -72,8 +72,8 @@ def evaluate_answerer(params, checks, backend: str, model: str, base_url: str | 
     """Answer the rows with llama.cpp (a GGUF file) or an OpenAI-compatible API, then score them."""
     import time
 
-    from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.checking import AnswerChecks
+    from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.evaluation.run import score_answers, write_predictions
 
     settings = params.eval

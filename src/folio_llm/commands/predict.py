@@ -54,9 +54,9 @@ def predict(descriptions, input_path, model_path, backend, base_url, constrained
     stderr with their number, and the rest go on."""
     import contextlib
 
+    from folio_llm.checking import AnswerChecks
     from folio_llm.decoding.constraints import decoding_settings
     from folio_llm.jsonl import JsonlWriter, dumps
-    from folio_llm.checking import AnswerChecks
     from folio_llm.predict import BadInput, FolioMapper, answered, read_requests
 
     if not descriptions and not input_path:

@@ -32,7 +32,8 @@ def train(params_path, data_dir, base_dir, out, checkpoints, metrics, live):
             raise ValueError(f"not found: {path} (run the earlier stages first: dvc repro)")
     from folio_llm.training.loop import RunPaths, train as run
 
-    result = run(params.train, params.train.seed or params.seed, RunPaths(data_dir, base_dir, out, checkpoints, metrics, live))
+    seed = params.train.seed or params.seed
+    result = run(params.train, seed, RunPaths(data_dir, base_dir, out, checkpoints, metrics, live))
     click.echo(f"{result['steps']} steps, valid loss {result['valid_loss']}, {result['tokens_per_s']} tokens/s")
 
 

@@ -117,4 +117,3 @@ def review_curve(pairs: Sequence[ToldField], thresholds: Sequence[float] = CURVE
     at = [rates(pairs, t) for t in thresholds]
     return pd.DataFrame([{"below": t, "recall": r["recall"] or 0.0, "false_alarms": r["false_alarms"] or 0.0}
                          for t, r in zip(thresholds, at)])
-
