@@ -280,6 +280,55 @@ def test_no_value_reaches_over_a_part_label(tokenizer, index, description, answe
     assert first_blocked(tokenizer, index, LABELLED, json.dumps(whole, separators=(",", ":")), labels=LABELS) is None
 
 
+# real test rows: the default model added "Industrial" and "Commonwealth" to the subjects, and
+# took a contributor ("Albanese") from them
+SUBJECTS = ("Title: CEPA : Commonwealth Environment Protection Agency.; Name: Savva, Niki; Publisher: CEPA; "
+            "Subjects: Albanese, Anthony, 1963-; Industrial equipment--Safety measures; Plant and equipment; "
+            "Language: English")
+SUBJECTS_ONELINE = ("For Draft Gungahlin District planning strategy. By Australian Capital Territory. Subjects are "
+                    "City planning--Gungahlin, Land use, Urban--Gungahlin, Electronic books.")
+
+
+def subjects_answer(*values: str) -> str:
+    return json.dumps({"subjects": [{"value": v} for v in values]}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("description, answer, allowed", [
+    (SUBJECTS, subjects_answer("Plant and equipment", "Industrial"), "Industrial equipment--Safety measures"),
+    (SUBJECTS, subjects_answer("Commonwealth"), ""),  # the title's, though the description labels its subjects
+    (SUBJECTS, subjects_answer("Safety measures"), ""),  # inside an item
+    (SUBJECTS, subjects_answer("Plant and equipment; Language"), "Plant and equipment"),  # over a "; "
+    (SUBJECTS, names_answer("Savva, Niki", "Albanese"), ""),  # a name from the subjects
+    (SUBJECTS, '{"identifiers":[{"value":"Plant and equipment"}]}', ""),
+    (SUBJECTS_ONELINE, subjects_answer("Urban--Gungahlin", "Gungahlin"), "Urban--Gungahlin"),
+])
+def test_a_labelled_list_of_subjects_holds_subjects_only(tokenizer, index, description, answer, allowed):
+    """eval.copy_within_parts: where the description labels its subjects, a subject is one or
+    more whole items of that list, and no other field's value comes from it."""
+    assert first_blocked(tokenizer, index, description, answer) is None
+    written, _, _ = first_blocked(tokenizer, index, description, answer, labels=LABELS)
+    value = written.split('"')[-1]
+    assert allowed.startswith(value), value
+    for whole in (subjects_answer("Albanese, Anthony, 1963-", "Industrial equipment--Safety measures",
+                                  "Plant and equipment"), names_answer("Savva, Niki")):
+        assert first_blocked(tokenizer, index, SUBJECTS, whole, labels=LABELS) is None
+    for whole in (subjects_answer("City planning--Gungahlin", "Land use, Urban--Gungahlin", "Electronic books."),
+                  subjects_answer("Land use", "Urban--Gungahlin", "Electronic books"), names_answer("Australian Capital Territory")):
+        assert first_blocked(tokenizer, index, SUBJECTS_ONELINE, whole, labels=LABELS) is None
+
+
+def test_a_labelled_list_of_subjects_has_room_for_its_items_only(tokenizer, index):
+    """Held to the list's items, the default model went on writing them again until it was cut
+    off (a real test row); the answer lists no more subjects than the list has items."""
+    description = "Title: Camp.; Subjects: Camps; Friendship; Language: English"
+    two = subjects_answer("Camps", "Friendship")
+    assert first_blocked(tokenizer, index, description, two, labels=LABELS) is None
+    written, _, _ = first_blocked(tokenizer, index, description, subjects_answer("Camps", "Friendship", "Camps"),
+                                  labels=LABELS)
+    assert written == two[:-4]  # "Friendship" may close the list, not go on to a third subject
+    assert first_blocked(tokenizer, index, description, subjects_answer("Camps", "Friendship", "Camps")) is None
+
+
 def test_part_labels_and_repeats_refuse_no_value_a_real_record_holds(real_dataset):
     """Every copied value of the real dataset's answers that the copy constraint lets be written
     against its description, it still does with the part labels (and the repeat limit)."""

@@ -14,8 +14,11 @@ its closing quote may come only where a word of the description ends (not inside
 over a phrase the description styles open a part with ("Language: ", "Subjects are ", "; place: ",
 given as ``labels``, ``templates.part_labels``) where a line, a sentence, a list item or an ISBD
 area begins ("Conservation International. Subjects: Birdsongs" is no name), nor starts where
-the label of another field's part ends ("English" after "Language: " is no subject). No value
-is written a third time, or more often than the description tells it.
+the label of another field's part ends ("English" after "Language: " is no subject). Where the
+description labels its subjects ("Subjects: A; B"), a subject is one or more whole items of that
+list, and no other field's value starts in it, and the answer lists no more subjects than it has
+items (held to the items, a model that would go on otherwise writes them again until it is cut off).
+No value is written a third time, or more often than the description tells it.
 
 A name (``NAME_FIELDS``) is held to the description's words too, in one of the two forms a
 cataloger records it in: as told, from the start of a word ("Levine, Mark", "Cornell University.
@@ -55,6 +58,9 @@ MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is 
 # description tells it if more: "Venezia" a fourth time is a loop, not a record
 MAX_SAME_VALUE = 2
 
+ANOTHER = "[]"  # (path + ANOTHER, b"", False): an effect that adds an element to the list at path
+# what separates the items of a labelled list of subjects (oneline style: ", "; the others: "; ")
+SUBJECT_SEPARATORS = re.compile(rb"; |, ")
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 _ESCAPES = frozenset({b"\\n", b"\\t", b"\\r", b"\\b", b"\\f"})  # an escaped line break ends a word
 NEG_INF = float("-inf")
@@ -99,7 +105,8 @@ class _Json:
 
     def feed(self, data: bytes, fields: frozenset, touched: list | None = None, closed: list | None = None) -> None:
         """Advance over ``data``; add (path, text, closed) to ``touched`` for each copied string it
-        opens, and (path, text) to ``closed`` for each it closes."""
+        opens, and (list path + ANOTHER, b"", False) for each element it adds to a list of copied
+        values; add (path, text) to ``closed`` for each copied string it closes."""
         opened = False
         for byte in data:
             if self.mode == "done":
@@ -134,6 +141,8 @@ class _Json:
                 self.mode = "value" if self.frames else "done"
             elif byte == ord(","):
                 self.expect_key = bool(self.frames) and self.frames[-1][0] == "{"
+                if touched is not None and self.frames and f"{self.frames[-1][1]}.value" in fields:
+                    touched.append((self.frames[-1][1] + ANOTHER, b"", False))  # another {"value": ...}
             elif byte == ord(":"):
                 self.expect_key = False
         if opened and touched is not None:
@@ -161,7 +170,9 @@ class CopyIndex:
             while at >= 0:
                 self.closing.setdefault(piece[:at], []).append((token, piece[at + 1:]))
                 at = piece.find(b'"', at + 1)
-        self.quoted = sorted({token for entries in self.closing.values() for token, _ in entries})
+        # only a token holding a quote can open a copied string, or a comma add to a list of them
+        self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries}
+                               | {token for token, piece in enumerate(pieces) if b"," in piece and token not in self.stop_ids})
         self._effects: dict[tuple, list] = {}
         self._openers: dict[tuple, list] = {}
 
@@ -182,13 +193,14 @@ class CopyIndex:
         return self._effects[key]
 
     def openers(self, state: _Json, fields: frozenset) -> list:
-        """(token, effects) for the tokens that would open a copied string from ``state``; only a
-        token holding a quote can."""
+        """(token, effects) for the tokens that would open a copied string, or add an element to a
+        list of them, from ``state``."""
         key = (fields, state.signature())
         if key not in self._openers:
-            pairs = [(t, self.effects(state, self.pieces[t], fields)) for t in self.quoted]
+            pairs = [(t, self.effects(state, self.pieces[t], fields)) for t in self.may_open]
             # an empty copied string is always found: only tokens that also write into it matter
-            self._openers[key] = [(t, touched) for t, touched in pairs if any(text for _, text, _ in touched)]
+            self._openers[key] = [(t, touched) for t, touched in pairs
+                                  if any(text or path.endswith(ANOTHER) for path, text, _ in touched)]
         return self._openers[key]
 
 
@@ -349,6 +361,9 @@ class _Row:
                                                                          and desc[at - 2:at] not in _ESCAPES))
         self.parts = _parts(self.escaped, labels)
         self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
+        self.subject_lists = self._subject_lists()
+        self.subject_items = sum(len(SUBJECT_SEPARATORS.findall(desc[start:end].rstrip(b" ;,."))) + 1
+                                 for start, end in self.subject_lists)
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
         self.names_written: Counter = Counter()  # bare names: how often each was written
@@ -369,13 +384,47 @@ class _Row:
                     at for at in desc.starts if at < len(desc.text) and _word(desc.text[at]) and at not in foreign
                     and (at == 0 or not _word(desc.text[at - 1])) and _may_start_name(desc.text[at:at + 8]))
                 self._sources[scope] = [desc.for_names(word_starts), *_inversions(self.escaped, desc, foreign)]
+            elif scope[1] == "subjects" and self.subject_lists:
+                self._sources[scope] = [self._subject_items()]
             else:
                 self._sources[scope] = [_Source(desc.text, desc.starts - foreign, desc.ends_at, desc.cuts)]
         return self._sources[scope]
 
     def _foreign(self, field: str) -> frozenset:
-        """Where the values of the parts other fields' labels open begin: no value of ``field`` may."""
-        return frozenset(value_start for _, value_start, fields in self.parts if field not in fields)
+        """Where no value of ``field`` may begin: where the value of a part another field's label
+        opens begins, and (but for subjects) anywhere in a labelled list of subjects."""
+        foreign = {value_start for _, value_start, fields in self.parts if field not in fields}
+        if field != "subjects":
+            foreign.update(at for start, end in self.subject_lists for at in range(start, end))
+        return frozenset(foreign)
+
+    def _subject_lists(self) -> list[tuple[int, int]]:
+        """(start, end) of each list of subjects a label opens ("Subjects: ", "It is about "):
+        to the next part's label or line break."""
+        text, cuts, lists = self.desc.text, self.desc.cuts, []
+        for _, start, fields in self.parts:
+            if "subjects" in fields:
+                after = [cut for cut in cuts if cut > start]
+                line_break = text.find(b"\\n", start)
+                lists.append((start, min([*after, *([line_break] if line_break >= 0 else []), len(text)])))
+        return lists
+
+    def _subject_items(self) -> _Source:
+        """Where the description labels its subjects, a subject is one or more whole items of
+        such a list: it starts where an item starts and ends where one ends, and never reaches
+        over a "; " (no heading holds one). "Industrial" from "Industrial equipment--Safety
+        measures", "Design" from "Apartments--Design and construction" and "Commonwealth" from
+        the title were real answers."""
+        text, starts, ends, cuts = self.desc.text, set(), set(), set(self.desc.cuts)
+        for start, end in self.subject_lists:
+            starts.add(start)
+            for separator in SUBJECT_SEPARATORS.finditer(text, start, end):
+                starts.add(separator.end())
+                ends.add(separator.start())
+                cuts.update([separator.start()] if separator.group() == b"; " else [])
+            last = len(text[start:end].rstrip(b" ")) + start
+            ends.update({last, last - 1} if text[last - 1:last] == b"." else {last})
+        return _Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts)))
 
     def feed(self, tokens: list[int]) -> None:
         for token in tokens:
@@ -389,6 +438,21 @@ class _Row:
         self.state.feed(data, self.fields, closed=closed)
         self.names_written.update(_bare(text) for path, text in closed if path in NAME_FIELDS)
         self.values_written.update((path, _bare(text)) for path, text in closed if path not in NAME_FIELDS)
+
+    def allows(self, touched: list, closing: str = "") -> bool:
+        """Whether every copied string in ``touched`` (``CopyIndex.effects``) is found and every
+        element it adds to a list has room; ``closing``: the path of a value closing before them."""
+        return all(self.room(path.removesuffix(ANOTHER), closing) if path.endswith(ANOTHER) else self.found(path, text, closed)
+                   for path, text, closed in touched)
+
+    def room(self, field: str, closing: str = "") -> bool:
+        """Whether the answer may list another value of ``field``: a labelled list of subjects
+        has room for as many subjects as it has items."""
+        if field != "subjects" or not self.subject_lists:
+            return True
+        path = "subjects.value"
+        written = sum(count for (at, _), count in self.values_written.items() if at == path) + (closing == path)
+        return written < self.subject_items
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
         key = (_scope(path), text, closed)
@@ -452,8 +516,7 @@ class _Row:
         if self.stopped or state.mode == "done":
             return None
         if state.mode != "copy":
-            bad = [t for t, touched in self.index.openers(state, self.fields)
-                   if not all(self.found(*item) for item in touched)]
+            bad = [t for t, touched in self.index.openers(state, self.fields) if not self.allows(touched)]
             return (False, bad) if bad else None
         ids, closing = self.spans(state.value_path(), state.text)
         closed = state.copy()
@@ -461,7 +524,7 @@ class _Row:
         allowed = set(ids)
         for token, rest in closing.items():
             # rest may open the next copied string (editions: ...","2nd ed)
-            if QUOTE not in rest or all(self.found(*item) for item in self.index.effects(closed, rest, self.fields)):
+            if self.allows(self.index.effects(closed, rest, self.fields), closing=state.value_path()):
                 allowed.add(token)
         return True, sorted(allowed)
 

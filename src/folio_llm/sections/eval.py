@@ -48,7 +48,9 @@ class EvalParams:
         "With the copy constraint: no copied value reaches over a phrase the description styles open a "
         "part with ('Language: ', 'Subjects are ', '; place: '; folio_llm.templates.part_labels) where a "
         "line, a sentence, a list item or an ISBD area begins, so a name does not run on into "
-        "'Subjects: Birdsongs' nor a subject list into 'Language: English'.", True)
+        "'Subjects: Birdsongs' nor a subject list into 'Language: English'; where the description "
+        "labels its subjects ('Subjects: A; B'), a subject is whole items of that list and no other "
+        "field's value comes from it.", True)
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
         "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; a bare 'by' "
