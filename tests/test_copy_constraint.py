@@ -280,8 +280,8 @@ def test_no_value_reaches_over_a_part_label(tokenizer, index, description, answe
     assert first_blocked(tokenizer, index, LABELLED, json.dumps(whole, separators=(",", ":")), labels=LABELS) is None
 
 
-# real test rows: the default model added "Industrial" and "Commonwealth" to the subjects, and
-# took a contributor ("Albanese") from them
+# real test rows: the default model added "Industrial" and "Commonwealth" to the subjects; models
+# trained on more citations wrote the subjects of long lists as corporate names
 SUBJECTS = ("Title: CEPA : Commonwealth Environment Protection Agency.; Name: Savva, Niki; Publisher: CEPA; "
             "Subjects: Albanese, Anthony, 1963-; Industrial equipment--Safety measures; Plant and equipment; "
             "Language: English")
