@@ -313,7 +313,8 @@ def test_a_labelled_list_of_subjects_holds_subjects_only(tokenizer, index, descr
                                   "Plant and equipment"), names_answer("Savva, Niki")):
         assert first_blocked(tokenizer, index, SUBJECTS, whole, labels=LABELS) is None
     for whole in (subjects_answer("City planning--Gungahlin", "Land use, Urban--Gungahlin", "Electronic books."),
-                  subjects_answer("Land use", "Urban--Gungahlin", "Electronic books"), names_answer("Australian Capital Territory")):
+                  subjects_answer("Land use", "Urban--Gungahlin", "Electronic books"),
+                  names_answer("Australian Capital Territory")):
         assert first_blocked(tokenizer, index, SUBJECTS_ONELINE, whole, labels=LABELS) is None
 
 

@@ -171,8 +171,8 @@ class CopyIndex:
                 self.closing.setdefault(piece[:at], []).append((token, piece[at + 1:]))
                 at = piece.find(b'"', at + 1)
         # only a token holding a quote can open a copied string, or a comma add to a list of them
-        self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries}
-                               | {token for token, piece in enumerate(pieces) if b"," in piece and token not in self.stop_ids})
+        commas = {token for token, piece in enumerate(pieces) if b"," in piece and token not in self.stop_ids}
+        self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries} | commas)
         self._effects: dict[tuple, list] = {}
         self._openers: dict[tuple, list] = {}
 
@@ -442,8 +442,8 @@ class _Row:
     def allows(self, touched: list, closing: str = "") -> bool:
         """Whether every copied string in ``touched`` (``CopyIndex.effects``) is found and every
         element it adds to a list has room; ``closing``: the path of a value closing before them."""
-        return all(self.room(path.removesuffix(ANOTHER), closing) if path.endswith(ANOTHER) else self.found(path, text, closed)
-                   for path, text, closed in touched)
+        return all(self.room(path.removesuffix(ANOTHER), closing) if path.endswith(ANOTHER)
+                   else self.found(path, text, closed) for path, text, closed in touched)
 
     def room(self, field: str, closing: str = "") -> bool:
         """Whether the answer may list another value of ``field``: a labelled list of subjects
