@@ -330,6 +330,20 @@ def test_a_labelled_list_of_subjects_has_room_for_its_items_only(tokenizer, inde
     assert first_blocked(tokenizer, index, description, subjects_answer("Camps", "Friendship", "Camps")) is None
 
 
+def test_an_item_written_as_often_as_it_may_be_is_not_begun_again(tokenizer, index):
+    """Held to whole items, a subject begun a third time could neither close nor go on, and the
+    constraint stepped aside (two answers out of catalog wrote one subject four times and closed
+    the record before its type); the other items stay open."""
+    description = "Title: Camp.; Subjects: Friendship; Camps; Summer camps; Language: English"
+    written, _, scores = first_blocked(tokenizer, index, description, subjects_answer("Camps", "Camps", "Camps"),
+                                       labels=LABELS)
+    assert written == subjects_answer("Camps", "Camps")[:-2] + ',{"value":"'
+    for other in ("Friendship", "Summer camps"):
+        assert scores[encode(tokenizer, other)[0]] == 0, other
+    assert first_blocked(tokenizer, index, description, subjects_answer("Camps", "Camps", "Summer camps"),
+                         labels=LABELS) is None
+
+
 def test_part_labels_and_repeats_refuse_no_value_a_real_record_holds(real_dataset):
     """Every copied value of the real dataset's answers that the copy constraint lets be written
     against its description, it still does with the part labels (and the repeat limit)."""
@@ -359,6 +373,20 @@ def test_a_value_is_written_twice_at_most_unless_told_more_often(tokenizer, inde
     assert written.endswith('{"value":"Venezia')
     assert first_blocked(tokenizer, index, description, subjects(*["Children's stories"] * 3)) is None
     assert first_blocked(tokenizer, index, description, subjects(*["Children's stories"] * 4)) is not None
+
+
+def test_a_value_written_twice_is_not_written_again_in_part(tokenizer, index):
+    """Held away from "[2016]" a third time, a real answer went on with "[2016", "[" and then
+    empty dates until it was cut off: a part of a value written as often as it may be, or an
+    empty one, does not close either."""
+    description = "Title: Camp.; Publisher: Scribe; Date: [2016]; Extent: 1 online resource."
+
+    def dates(*values):
+        return json.dumps({"publication": [{"dateOfPublication": v} for v in values]}, separators=(",", ":"))
+    assert first_blocked(tokenizer, index, description, dates("[2016]", "[2016]"), labels=LABELS) is None
+    for third in ("[2016]", "[2016", "[", ""):
+        written, rest, _ = first_blocked(tokenizer, index, description, dates("[2016]", "[2016]", third), labels=LABELS)
+        assert written.startswith(dates("[2016]", "[2016]")[:-2]) and '"}' in rest, third
 
 
 def test_every_name_a_real_description_tells_can_be_written(real_dataset):

@@ -18,7 +18,8 @@ the label of another field's part ends ("English" after "Language: " is no subje
 description labels its subjects ("Subjects: A; B"), a subject is one or more whole items of that
 list, and no other field's value starts in it, and the answer lists no more subjects than it has
 items (held to the items, a model that would go on otherwise writes them again until it is cut off).
-No value is written a third time, or more often than the description tells it.
+No value, nor a part of one, is written a third time, or more often than the description tells
+it, and no value is begun that could only be such a repeat (it could then neither close nor go on).
 
 A name (``NAME_FIELDS``) is held to the description's words too, in one of the two forms a
 cataloger records it in: as told, from the start of a word ("Levine, Mark", "Cornell University.
@@ -198,9 +199,10 @@ class CopyIndex:
         key = (fields, state.signature())
         if key not in self._openers:
             pairs = [(t, self.effects(state, self.pieces[t], fields)) for t in self.may_open]
-            # an empty copied string is always found: only tokens that also write into it matter
+            # an empty copied string left open is always found: only tokens that also write into it,
+            # or close it, matter
             self._openers[key] = [(t, touched) for t, touched in pairs
-                                  if any(text or path.endswith(ANOTHER) for path, text, _ in touched)]
+                                  if any(text or closed or path.endswith(ANOTHER) for path, text, closed in touched)]
         return self._openers[key]
 
 
@@ -362,12 +364,10 @@ class _Row:
         self.parts = _parts(self.escaped, labels)
         self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
         self.subject_lists = self._subject_lists()
-        self.subject_items = sum(len(SUBJECT_SEPARATORS.findall(desc[start:end].rstrip(b" ;,."))) + 1
-                                 for start, end in self.subject_lists)
+        self.subjects, self.subject_items = self._subject_items()
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
-        self.names_written: Counter = Counter()  # bare names: how often each was written
-        self.values_written: Counter = Counter()  # (path, bare value) of the other fields: how often
+        self.written: dict[str, Counter] = {}  # path: how often each bare value was written
         self._spans: dict[tuple, tuple] = {}
         self._found: dict[tuple, bool] = {}
         self._told: dict[bytes, int] = {}
@@ -385,7 +385,7 @@ class _Row:
                     and (at == 0 or not _word(desc.text[at - 1])) and _may_start_name(desc.text[at:at + 8]))
                 self._sources[scope] = [desc.for_names(word_starts), *_inversions(self.escaped, desc, foreign)]
             elif scope[1] == "subjects" and self.subject_lists:
-                self._sources[scope] = [self._subject_items()]
+                self._sources[scope] = [self.subjects]
             else:
                 self._sources[scope] = [_Source(desc.text, desc.starts - foreign, desc.ends_at, desc.cuts)]
         return self._sources[scope]
@@ -409,22 +409,26 @@ class _Row:
                 lists.append((start, min([*after, *([line_break] if line_break >= 0 else []), len(text)])))
         return lists
 
-    def _subject_items(self) -> _Source:
+    def _subject_items(self) -> tuple[_Source | None, int]:
         """Where the description labels its subjects, a subject is one or more whole items of
         such a list: it starts where an item starts and ends where one ends, and never reaches
         over a "; " (no heading holds one). "Industrial" from "Industrial equipment--Safety
         measures", "Design" from "Apartments--Design and construction" and "Commonwealth" from
-        the title were real answers."""
-        text, starts, ends, cuts = self.desc.text, set(), set(), set(self.desc.cuts)
+        the title were real answers. Returns that source and how many items the lists hold."""
+        if not self.subject_lists:
+            return None, 0
+        text, starts, ends, cuts, items = self.desc.text, set(), set(), set(self.desc.cuts), 0
         for start, end in self.subject_lists:
+            last = len(text[start:end].rstrip(b" ")) + start
             starts.add(start)
+            items += 1
             for separator in SUBJECT_SEPARATORS.finditer(text, start, end):
                 starts.add(separator.end())
                 ends.add(separator.start())
                 cuts.update([separator.start()] if separator.group() == b"; " else [])
-            last = len(text[start:end].rstrip(b" ")) + start
+                items += separator.end() < last
             ends.update({last, last - 1} if text[last - 1:last] == b"." else {last})
-        return _Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts)))
+        return _Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts))), items
 
     def feed(self, tokens: list[int]) -> None:
         for token in tokens:
@@ -436,8 +440,8 @@ class _Row:
     def feed_bytes(self, data: bytes) -> None:
         closed: list = []
         self.state.feed(data, self.fields, closed=closed)
-        self.names_written.update(_bare(text) for path, text in closed if path in NAME_FIELDS)
-        self.values_written.update((path, _bare(text)) for path, text in closed if path not in NAME_FIELDS)
+        for path, text in closed:
+            self.written.setdefault(path, Counter())[_bare(text)] += 1
 
     def allows(self, touched: list, closing: str = "") -> bool:
         """Whether every copied string in ``touched`` (``CopyIndex.effects``) is found and every
@@ -451,60 +455,72 @@ class _Row:
         if field != "subjects" or not self.subject_lists:
             return True
         path = "subjects.value"
-        written = sum(count for (at, _), count in self.values_written.items() if at == path) + (closing == path)
-        return written < self.subject_items
+        return sum(self.written.get(path, {}).values()) + (closing == path) < self.subject_items
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
-        key = (_scope(path), text, closed)
+        """Whether a copied string of ``path`` holding ``text`` (``closed``: and closing there)
+        is a span of a source that may still close: one opened only to repeat a value written as
+        often as it may be could neither close nor go on, and the constraint would step aside."""
+        written = self.repeated(path, text)
+        key = (_scope(path), text, closed, written)
         if key not in self._found:
-            self._found[key] = any(not closed or end in source.ends_at
-                                   for source in self.sources(path) for end in source.ends(text))
+            self._found[key] = any(end in ends if closed else bool(ends) for source in self.sources(path)
+                                   for end in source.ends(text)
+                                   for ends in [self.open_ends(path, source, end, text, written)[0]])
         return self._found[key]
 
-    def spent(self, text: bytes) -> tuple:
-        """The names written that a name beginning with ``text`` would repeat or be a part of,
-        when together written MAX_SAME_NAME times: (name, times) pairs, or () when none is spent."""
-        written = tuple((n, count) for n, count in self.names_written.items() if n.startswith(_bare(text)))
-        return written if sum(count for _, count in written) >= MAX_SAME_NAME else ()
-
-    def done(self, path: str, text: bytes) -> frozenset:
-        """The values of ``path`` beginning with ``text`` written as often as they may be
-        (MAX_SAME_VALUE, or as often as the description tells them): none may close again."""
+    def repeated(self, path: str, text: bytes) -> tuple:
+        """The values of ``path`` written that a value beginning with ``text`` would repeat or be
+        a part of, when together written at least twice: (value, times) pairs, or () when none."""
         head = _bare(text)
-        return frozenset(value for (at, value), count in self.values_written.items()
-                         if at == path and value.startswith(head) and count >= self.times_told(value))
+        written = tuple((value, count) for value, count in self.written.get(path, {}).items() if value.startswith(head))
+        return written if sum(count for _, count in written) >= min(MAX_SAME_NAME, MAX_SAME_VALUE) else ()
+
+    def may_close(self, path: str, value: bytes, written: tuple) -> bool:
+        """Whether ``value`` (bare) may close a copied string of ``path`` once ``written``
+        (``repeated``) holds what it would repeat: not empty, and the values it would repeat or be
+        a part of written fewer times than a name may be (MAX_SAME_NAME) or than the description
+        tells another value (``times_told``). "[2016" and "[" after "[2016]" twice were a real loop."""
+        limit = MAX_SAME_NAME if path in NAME_FIELDS else self.times_told(value)
+        return bool(value) and sum(count for seen, count in written if seen.startswith(value)) < limit
+
+    def open_ends(self, path: str, source: _Source, start: int, text: bytes, written: tuple) -> tuple[frozenset, int]:
+        """Where a value holding ``text``, going on from ``start`` in ``source``, may close, and
+        how far it may reach, once ``written`` (``repeated``) holds what it may repeat."""
+        bound, ends = source.bound(start), source.ends_at
+        if written:
+            ends = frozenset(end for end in ends if start <= end <= bound
+                             and self.may_close(path, _bare(text + source.text[start:end]), written))
+            bound = min(bound, max(ends, default=start))
+        return ends, bound
 
     def times_told(self, value: bytes) -> int:
+        """How often a value other than a name may be written: MAX_SAME_VALUE, or as often as
+        the description tells it."""
         if value not in self._told:
             self._told[value] = max(MAX_SAME_VALUE, len(self.desc.ends(value)))
         return self._told[value]
 
     def spans(self, path: str, text: bytes) -> tuple[set[int], dict[int, bytes]]:
         """For a copied string holding ``text``: the tokens that go on along the description, and
-        the tokens s + '"' + rest that go on by s and close it where a character ends. A name
-        spent (``spent``) is no longer a way to close, nor to go on when nothing else lies beyond;
-        another value ``done`` no longer a way to close."""
-        name = path in NAME_FIELDS
-        spent = self.spent(text) if name else ()
-        done = frozenset() if name else self.done(path, text)
-        key = (_scope(path), text, spent, done)
+        the tokens s + '"' + rest that go on by s and close it where a character ends. A value that
+        would repeat one written as often as it may be (``may_close``) is no way to close, nor to
+        go on when nothing else lies beyond."""
+        written = self.repeated(path, text)
+        key = (_scope(path), text, written)
         if key not in self._spans:
             ids, closing = set(), {}
             for source in self.sources(path):
                 for start in source.ends(text):
-                    bound, ends = source.bound(start), source.ends_at
-                    if spent:
-                        ends = {end for end in ends if start <= end <= bound and sum(
-                            count for n, count in spent if n.startswith(_bare(text + source.text[start:end]))) < MAX_SAME_NAME}
-                        bound = min(bound, max(ends, default=start))
-                    if start in ends and _bare(text) not in done:
+                    ends, bound = self.open_ends(path, source, start, text, written)
+                    if start in ends:
                         closing.update(self.index.closing.get(b"", ()))
                     for end in range(start + 1, bound + 1):
                         span = source.text[start:end]
                         if span not in self.index.prefixes:  # no token is that long
                             break
                         ids.update(self.index.by_bytes.get(span, ()))
-                        if end in ends and _bare(text + span) not in done:
+                        if end in ends:
                             closing.update(self.index.closing.get(span, ()))
             self._spans[key] = ids, closing
         return self._spans[key]
