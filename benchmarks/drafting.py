@@ -41,7 +41,7 @@ def main(rows, drafts, dtypes, repeats):
     merged = REPO / "models" / "merged"
     model_dir, adapter = ((merged, None) if (merged / "config.json").is_file()
                           else (REPO / "models" / "base", REPO / "models" / "adapter"))
-    schema = decoding_settings(params).schema
+    decoding = decoding_settings(params)
     settings = [int(d) for d in drafts.split(",")]
     headline = {}
     for dtype in dtypes.split(","):
@@ -53,8 +53,8 @@ def main(rows, drafts, dtypes, repeats):
                 stats = DraftStats()
                 started = time.perf_counter()
                 answers = generate_scored(model, tokenizer, conversations, params.eval.batch_size,
-                                          params.eval.max_new_tokens, decoding_constraint(params, tokenizer),
-                                          progress=False, schema=schema, draft_tokens=draft, draft_stats=stats)
+                                          params.eval.max_new_tokens, decoding_constraint(tokenizer, decoding),
+                                          progress=False, schema=decoding.schema, draft_tokens=draft, draft_stats=stats)
                 seconds = time.perf_counter() - started
                 tokens = sum(len(tokenizer(a.text, add_special_tokens=False)["input_ids"]) for a in answers)
                 speeds.append(tokens / seconds)

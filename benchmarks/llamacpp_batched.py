@@ -72,7 +72,7 @@ def main(model, data, rows, batches, drafts, skip_one_at_a_time, repeats):
         def one_at_a_time():
             return [a.text for a in llamacpp.generate_scored(llm, tokenizer, conversations, limit, decoding, False)]
 
-        factory = decoding_constraint(params, tokenizer)
+        factory = decoding_constraint(tokenizer, decoding)
         seconds = {}
         seconds["plain"], plain_answers = timed(plain, repeats)
         tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in plain_answers)

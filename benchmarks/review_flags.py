@@ -45,7 +45,7 @@ def main(rows: int, repeats: int, gguf: str, params_path: str) -> None:
     print(f"{cpu_type()}; {len(conversations)} test rows, JSON schema + copy constraint, greedy")
 
     model, tokenizer = generate.load_for_inference(paths.BASE, paths.ADAPTER, params.eval.dtype)
-    factory = decoding_constraint(params, tokenizer)
+    factory = decoding_constraint(tokenizer, decoding)
     llm, gguf_tokenizer = llamacpp.load_gguf(gguf)
     real = {"transformers": (generate, "TokenProbabilities", doubt.TokenProbabilities),
             "llama.cpp": (llamacpp, "LlamaTokenProbabilities", doubt.LlamaTokenProbabilities)}

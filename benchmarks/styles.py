@@ -65,7 +65,8 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
     records = test_records(meta, Path(denormalized))
     renderer = PromptRenderer(params.dataset, params.seed)
     model, tokenizer = load_for_inference(base_dir, adapter_dir, params.eval.dtype)
-    factory = decoding_constraint(params, tokenizer, None, copy)
+    decoding = decoding_settings(params, None, copy)
+    factory = decoding_constraint(tokenizer, decoding)
     train_answers = load_train_answers(data_path)
     for style in [s for s in styles.split(",") if s] or list(params.dataset.styles):
         examples = [renderer.render(record, key, style) for key, record in records]
@@ -75,7 +76,7 @@ def main(base_dir, adapter_dir, data_path, denormalized, rows, styles, copy, par
                                 predictions_path=Path(predictions_dir) / f"{style}.jsonl" if predictions_dir else None,
                                 max_new_tokens=params.eval.max_new_tokens, logits_processor_factory=factory,
                                 train_answers=train_answers, untold_targets=params.dataset.untold_targets,
-                                schema=decoding_settings(params, None, copy).schema,
+                                schema=decoding.schema,
                                 draft_tokens=params.eval.draft_tokens, checks=AnswerChecks.of(params))
         ci = report["macro_transcribed_ci"] or [float("nan")] * 2
         click.echo(f"style={style} n={report['n']} macro={report['macro']:.3f} told={report['macro_transcribed']:.3f} "

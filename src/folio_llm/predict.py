@@ -175,7 +175,7 @@ class Generator:
     def load(cls, model: str | Path, adapter: str | Path | None, backend: str, *, dtype: str = "auto",
              batch_size: int = 16, max_new_tokens: int = 768, decoding=None, draft_tokens: int = 0) -> "Generator":
         """``decoding``: what answers are held to (``decoding.constraints.Decoding``), or None."""
-        from folio_llm.decoding.constraints import compose, copy_processor_factory, schema_processor_factory
+        from folio_llm.decoding.constraints import decoding_constraint
 
         if backend == "llama.cpp":
             from folio_llm.decoding.llamacpp import load_gguf
@@ -186,10 +186,8 @@ class Generator:
 
             loaded, tokenizer = load_for_inference(model, adapter, dtype)
         schema = decoding.schema if decoding else None
-        copy_fields = decoding.copy_fields if decoding else None
-        constraint = compose(schema_processor_factory(tokenizer, schema) if schema else None,
-                             copy_processor_factory(tokenizer, copy_fields, decoding.part_labels) if copy_fields else None)
-        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, draft_tokens, constraint)
+        return cls(backend, loaded, tokenizer, batch_size, max_new_tokens, schema, draft_tokens,
+                   decoding_constraint(tokenizer, decoding))
 
     def answer(self, conversations: Sequence[Sequence[dict]], progress: bool = True) -> list[str]:
         return [answer.text for answer in self.answer_scored(conversations, progress)]

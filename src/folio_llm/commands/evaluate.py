@@ -30,12 +30,13 @@ def evaluate_one(params, checks, model_dir, adapter_dir, rows, meta, *, label: s
     settings = params.eval
     folio_schema, reference = checks
     model, tokenizer = load_for_inference(model_dir, adapter_dir, settings.dtype)
+    decoding = decoding_settings(params, constrained, copy)
     result = evaluate_model(model, tokenizer, rows, meta, batch_size=settings.batch_size,
                             max_new_tokens=max_new_tokens or settings.max_new_tokens, predictions_path=predictions,
-                            logits_processor_factory=decoding_constraint(params, tokenizer, constrained, copy), label=label,
+                            logits_processor_factory=decoding_constraint(tokenizer, decoding), label=label,
                             folio_schema=folio_schema, reference_data=reference, train_answers=train_answers,
                             untold_targets=params.dataset.untold_targets,
-                            schema=decoding_settings(params, constrained, copy).schema,
+                            schema=decoding.schema,
                             draft_tokens=settings.draft_tokens, checks=AnswerChecks.of(params))
     click.echo(f"{label}: {result['n']} rows, macro {result['macro']:.3f}, parse rate {result['parse_rate']:.3f}")
     return result

@@ -138,10 +138,11 @@ def _tenant_labels(reference_data: str, identifier_types: tuple[str, ...]) -> di
     return decoding_labels(ReferenceData.load(reference_data), identifier_types)
 
 
-def decoding_constraint(params, tokenizer, constrained: bool | None = None, copy: bool | None = None):
-    """The transformers logits-processor factory for :func:`decoding_settings` (the JSON schema
-    of the targets, then the copy constraint), or None."""
-    decoding = decoding_settings(params, constrained, copy)
+def decoding_constraint(tokenizer, decoding: Decoding | None):
+    """The logits-processor factory for ``decoding`` (:func:`decoding_settings`): the JSON schema
+    of the targets, then the copy constraint; None when it holds answers to neither."""
+    if decoding is None:
+        return None
     return compose(schema_processor_factory(tokenizer, decoding.schema) if decoding.schema else None,
                    copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels)
                    if decoding.copy_fields else None)
