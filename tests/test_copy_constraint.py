@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from folio_llm.decoding.copy_constraint import COPY_FIELDS, CopyIndex, CopyProcessor, copied_values
+from folio_llm.decoding.doubt import opened_fields
 from folio_llm.params import parse_params
 from folio_llm.prompts import target_json
 from folio_llm.templates import part_labels
@@ -440,6 +441,33 @@ def test_batch_with_stopped_rows_and_fallback(tokenizer, index):
     processor = CopyProcessor(index, ["Title: SAMS news."], len(PROMPT))
     processor(torch.tensor([PROMPT + writing]), only)
     assert only[0, encode(tokenizer, " old")[0]] == 1.0 and processor.fallbacks == 1
+
+
+CITATION = "Pykare, Nina. 2002. Design for Love. Large print ed. Thorndike Press ; Chivers Press."
+
+
+@pytest.mark.parametrize("torch_scores", [True, False])
+def test_a_field_left_out_unsurely_is_begun(tokenizer, index, torch_scores):
+    """eval.open_below: a citation's authors were left out of a quarter of the answers, the
+    choice to leave them out at p 0.55-0.65; under the threshold the field is begun instead, its
+    confidence the model's own for beginning it. A field already passed is left alone."""
+    later = ("editions", "publication", "subjects")
+    begin_name, leave_name = encode(tokenizer, "contributors")[0], encode(tokenizer, "publication")[0]
+
+    def choose(answer: str, below: float, leave: float = 0.55):
+        processor = CopyProcessor(index, [CITATION], len(PROMPT), open_below=[("contributors", below, later)])
+        scores = torch.full((1, len(tokenizer)), float("-inf"))
+        scores[0, begin_name], scores[0, leave_name] = np.log(1 - leave), np.log(leave)
+        line = scores if torch_scores else scores.numpy()
+        processor(torch.tensor([PROMPT + encode(tokenizer, answer)]), line)
+        assert opened_fields([processor], 0) == processor.opened(0)  # what the answer's confidence takes
+        return bool(np.isfinite(np.asarray(line[0, leave_name]))), processor.opened(0)
+
+    assert choose('{"title":"Design for Love","', 0.7) == (False, {"contributors": 0.45})
+    assert choose('{"title":"Design for Love","', 0.5) == (True, {})
+    assert choose('{"title":"Design for Love","', 0.7, leave=0.8) == (True, {})
+    passed = '{"title":"Design for Love","publication":[{"publisher":"Thorndike Press"}],"'
+    assert choose(passed, 0.7) == (True, {})
 
 
 @pytest.mark.parametrize("description, answer", [

@@ -68,6 +68,22 @@ def test_a_field_is_as_sure_as_the_least_sure_token_that_decided_it(tiny_base, r
     assert "editions" in doubted and "publisher" in doubted and "title" not in doubted
 
 
+def test_a_field_begun_against_the_models_choice_is_as_sure_as_that_choice(tiny_base, real_dataset):
+    """eval.open_below: a field the constraint began where the model would have left it out
+    carries the model's probability of beginning it, however sure its values' tokens were."""
+    from transformers import AutoTokenizer
+
+    from folio_llm.decoding.doubt import scored_answer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    answer = real_answer(real_dataset)
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    confidence = scored_answer(tokenizer, ids, [1.0] * len(ids), SCHEMA, opened={"publication": 0.41}).confidence
+    assert {name for name, value in confidence.items() if value < 1} == {"publisher", "place", "publication_year"} \
+        & set(confidence)
+    assert confidence["publisher"] == 0.41 and confidence["title"] == 1.0
+
+
 @pytest.mark.slow
 def test_scored_generation_writes_the_same_answers_on_both_backends(smollm2_base, smollm2_gguf, described_dataset):
     """The confidence is read beside decoding, never changing it: transformers and llama.cpp

@@ -26,6 +26,8 @@ def test_repo_params_are_the_embedded_defaults():
         ({"dataset": {"prompt_fields": ["title", "notes"]}}, "dataset.prompt_fields"),
         ({"dataset": {"target_fields": ["title", "notes"]}}, "dataset.target_fields"),
         ({"train": {"seed": -1}}, "train.seed"),
+        ({"eval": {"open_below": {"contributor": 0.7}}}, "eval.open_below"),
+        ({"eval": {"open_below": {"contributors": 7}}}, "eval.open_below"),
     ],
 )
 def test_bad_params_name_the_key(values, key):

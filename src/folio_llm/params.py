@@ -51,6 +51,9 @@ def _check(params: Params) -> None:
     missing = [f for f in params.dataset.target_fields if f not in kept]
     if missing:
         raise ParamsError(f"params: dataset.target_fields: {missing} not kept by denormalize.fields")
+    unknown = [f for f in params.eval.open_below if f not in params.dataset.target_fields]
+    if unknown:
+        raise ParamsError(f"params: eval.open_below: {unknown} are no fields of dataset.target_fields")
 
 
 def parse_params(values: dict | None) -> Params:

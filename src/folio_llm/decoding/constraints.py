@@ -72,15 +72,16 @@ def schema_processor_factory(tokenizer, schema: dict):
     return lambda conversations, width: [SchemaProcessor(compiled, len(conversations), tokenizer.pad_token_id)]
 
 
-def copy_processor_factory(tokenizer, fields, labels=()):
+def copy_processor_factory(tokenizer, fields, labels=(), open_below=()):
     """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
     values of ``fields`` may only be verbatim spans of each row's description (its user message),
-    within the parts the ``labels`` open (``Decoding.part_labels``)."""
+    within the parts the ``labels`` open (``Decoding.part_labels``); the fields of ``open_below``
+    are begun where the model leaves them out less surely (``Decoding.open_below``)."""
     from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
     index = CopyIndex.for_tokenizer(tokenizer)
     return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width,
-                                                       fields, labels)]
+                                                       fields, labels, open_below)]
 
 
 def description(conversation) -> str:
@@ -106,6 +107,8 @@ class Decoding:
     schema: dict | None
     copy_fields: list[str] | None
     part_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # eval.open_below with the copy constraint: (field, threshold, the record's keys after it)
+    open_below: tuple[tuple[str, float, tuple[str, ...]], ...] = ()
 
 
 def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None,
@@ -123,7 +126,14 @@ def decoding_settings(params, constrained: bool | None = None, copy: bool | None
     within_parts = copy and params.eval.copy_within_parts
     return Decoding(target_schema(params.denormalize.fields, labels) if schema else None,
                     params.eval.copy_fields if copy else None,
-                    part_labels(params.dataset) if within_parts else ())
+                    part_labels(params.dataset) if within_parts else (),
+                    _open_below(params) if copy else ())
+
+
+def _open_below(params) -> tuple:
+    order = list(params.dataset.target_fields)
+    return tuple((field, below, tuple(order[order.index(field) + 1:] if field in order else ()))
+                 for field, below in sorted(params.eval.open_below.items()) if below > 0)
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,5 +154,5 @@ def decoding_constraint(tokenizer, decoding: Decoding | None):
     if decoding is None:
         return None
     return compose(schema_processor_factory(tokenizer, decoding.schema) if decoding.schema else None,
-                   copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels)
+                   copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels, decoding.open_below)
                    if decoding.copy_fields else None)

@@ -213,7 +213,7 @@ class ScoredAnswer:
 
 
 def scored_answer(tokenizer, tokens: Sequence[int], probabilities: Sequence[float], schema: dict | None = None,
-                  text: str | None = None) -> ScoredAnswer:
+                  text: str | None = None, opened: dict[str, float] | None = None) -> ScoredAnswer:
     """Generated tokens (the end-of-turn token and anything after it dropped) as the answer
     text with its field confidence. ``text``: the answer as the engine wrote it, when it
     detokenized itself; the confidence is left out should it differ from the tokens' text, but
@@ -228,8 +228,19 @@ def scored_answer(tokenizer, tokens: Sequence[int], probabilities: Sequence[floa
         return ScoredAnswer(text)
     lead = len(raw) - len(raw.lstrip())
     ends = [end - lead for end in token_ends(tokenizer, tokens)]
-    return ScoredAnswer(decoded if text is None else text,
-                        field_confidence(decoded, ends, probabilities[:len(tokens)], schema))
+    confidence = field_confidence(decoded, ends, probabilities[:len(tokens)], schema)
+    for scored, (top, _) in SCORED_PARTS.items():
+        if scored in confidence and top in (opened or {}):
+            confidence[scored] = min(confidence[scored], opened[top])
+    return ScoredAnswer(decoded if text is None else text, confidence)
+
+
+def opened_fields(processors, row: int) -> dict[str, float]:
+    """The record fields the processors began in ``row`` although the model would have left
+    them out (``eval.open_below``), each with how likely the model held beginning it: that is
+    the field's confidence, whatever its values' tokens were."""
+    return {field: p for processor in processors if hasattr(processor, "opened")
+            for field, p in processor.opened(row).items()}
 
 
 _TRAILING = " /:;,."  # what scoring.normalize strips from the end of a value

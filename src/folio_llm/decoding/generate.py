@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from folio_llm.answers import JsonObjectEnd
 from folio_llm.decoding.attention import use_folded_attention
-from folio_llm.decoding.doubt import ScoredAnswer, TokenProbabilities, chosen_probability, closing_tokens, scored_answer
+from folio_llm.decoding.doubt import (ScoredAnswer, TokenProbabilities, chosen_probability, closing_tokens,
+                                      opened_fields, scored_answer)
 from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
 from folio_llm.models import prompt_text
 
@@ -146,8 +147,9 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
                 written = verified_rows(TorchRows(model, encoded, tokenizer.pad_token_id), len(batch), tokenizer,
                                         processors, closes, max_new_tokens, lookup,
                                         stop_at_object_end=logits_processor_factory is None, stats=draft_stats)
-            for row, (tokens, probabilities) in zip(batch, written):
-                answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
+            for slot, (row, (tokens, probabilities)) in enumerate(zip(batch, written)):
+                answers[row] = scored_answer(tokenizer, tokens, probabilities, schema,
+                                             opened=opened_fields(processors, slot))
             continue
         recorder = TokenProbabilities(len(batch), closes)
         # under a grammar the answer ends with end-of-turn right after the object anyway
@@ -162,7 +164,8 @@ def generate_scored(model, tokenizer, conversations: Sequence[Sequence[dict]], b
         for slot, (row, tokens) in enumerate(zip(batch, output[:, width:].tolist())):
             while tokens and tokens[-1] == tokenizer.pad_token_id != tokenizer.eos_token_id:  # stopped early
                 tokens.pop()
-            answers[row] = scored_answer(tokenizer, tokens, recorder.rows[slot], schema)
+            answers[row] = scored_answer(tokenizer, tokens, recorder.rows[slot], schema,
+                                         opened=opened_fields(processors, slot))
     return answers
 
 

@@ -109,7 +109,7 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
     (``decoding.doubt.ScoredAnswer``)."""
     from llama_cpp import LogitsProcessorList
 
-    from folio_llm.decoding.doubt import LlamaTokenProbabilities, closing_tokens, scored_answer
+    from folio_llm.decoding.doubt import LlamaTokenProbabilities, closing_tokens, opened_fields, scored_answer
     from folio_llm.models import prompt_text
 
     schema, copy_fields, part_labels = decoding.schema, decoding.copy_fields, decoding.part_labels
@@ -127,13 +127,14 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
         ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
         _fits(llm, len(ids), max_new_tokens)
         recorder = LlamaTokenProbabilities(closes)
-        processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields, part_labels)] \
-            if copy_fields else []
+        processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields, part_labels,
+                                                 decoding.open_below)] if copy_fields else []
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
             stopping_criteria=_stops(tokenizer, len(ids)), logits_processor=LogitsProcessorList(processors + [recorder]))
         text = result["choices"][0]["text"].strip()
-        answers.append(scored_answer(tokenizer, recorder.tokens, recorder.probabilities, schema, text=text))
+        answers.append(scored_answer(tokenizer, recorder.tokens, recorder.probabilities, schema, text=text,
+                                     opened=opened_fields([p.processor for p in processors], 0)))
     return answers
 
 
@@ -253,7 +254,7 @@ def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], ba
     every step with conversation i's answer so far."""
     import torch
 
-    from folio_llm.decoding.doubt import ScoredAnswer, closing_tokens, scored_answer
+    from folio_llm.decoding.doubt import ScoredAnswer, closing_tokens, opened_fields, scored_answer
     from folio_llm.decoding.drafting import DraftStats, NgramIndex, PromptLookup
     from folio_llm.decoding.generate import DRAFT_NGRAM, verified_rows
     from folio_llm.models import prompt_text
@@ -281,7 +282,8 @@ def generate_batched(llm, tokenizer, conversations: Sequence[Sequence[dict]], ba
         finally:
             engine.close()
         for row, (tokens, probabilities) in zip(batch, written):
-            answers[row] = scored_answer(tokenizer, tokens, probabilities, schema)
+            answers[row] = scored_answer(tokenizer, tokens, probabilities, schema,
+                                         opened=opened_fields(processors, batch.index(row)))
     return answers
 
 

@@ -51,6 +51,13 @@ class EvalParams:
         "'Subjects: Birdsongs' nor a subject list into 'Language: English'; where the description "
         "labels its subjects ('Subjects: A; B'), a subject is whole items of that list and no other "
         "field's value comes from it.", True)
+    open_below: dict[str, float] = setting(
+        "With the copy constraint: where the answer may begin one of these record fields next and the "
+        "model leaves it out less surely than this, the field is begun (its values still copied from "
+        "the description), and its confidence is the model's own for beginning it, so it is flagged "
+        "for review. A citation's authors were left out of a quarter of the answers, the choice at a "
+        "probability of 0.55-0.65 (benchmarks/RESULTS.md). {} = never.",
+        factory=lambda: {"contributors": 0.7})
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
         "role's word ('Author: ...', '(editor)'), its phrase before a name ('edited by'; a bare 'by' "
@@ -89,6 +96,9 @@ class EvalParams:
     )
 
     def check(self) -> None:
+        if not all(isinstance(below, (int, float)) and 0 <= below <= 1 for below in self.open_below.values()):
+            raise ParamsError(f"params: eval.open_below must map fields to numbers between 0 and 1, "
+                              f"not {self.open_below}")
         if not 0 <= self.review_below <= 1:
             raise ParamsError(f"params: eval.review_below must be between 0 and 1, not {self.review_below}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or not 0 <= self.draft_tokens <= 15:
