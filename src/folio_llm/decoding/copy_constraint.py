@@ -618,8 +618,8 @@ class CopyProcessor:
 
     def _begin(self, row: _Row, line, field: str, below: float, later: tuple) -> None:
         """Where the record's next key begins, ``field`` is not written yet nor passed, and the
-        model leaves it out less surely than ``below``: only the tokens that begin it stay open.
-        A citation's authors were left out of a quarter of the answers at p 0.55-0.65."""
+        model leaves it out less surely than ``below``: only the tokens that begin it stay open
+        (a citation's authors were left out, the model unsure: benchmarks/RESULTS.md)."""
         state = row.state
         if row.stopped or len(state.frames) != 1 or not (
                 (state.mode == "key" and not state.text) or (state.mode == "value" and state.expect_key)):

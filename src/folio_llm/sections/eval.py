@@ -55,8 +55,8 @@ class EvalParams:
         "With the copy constraint: where the answer may begin one of these record fields next and the "
         "model leaves it out less surely than this, the field is begun (its values still copied from "
         "the description), and its confidence is the model's own for beginning it, so it is flagged "
-        "for review. A citation's authors were left out of a quarter of the answers, the choice at a "
-        "probability of 0.55-0.65 (benchmarks/RESULTS.md). {} = never.",
+        "for review. The model left a citation's authors out of many answers, and unsurely "
+        "(benchmarks/RESULTS.md). {} = never.",
         factory=lambda: {"contributors": 0.7})
     roles_need_words: bool = setting(
         "Keep a contributor's role (contributorTypeText) only where the description says it: the "
