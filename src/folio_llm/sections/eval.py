@@ -69,9 +69,10 @@ class EvalParams:
         "probability, under the decoding constraints, of the tokens that decided it (its key, "
         "value and end, or the choice that left it out). The page highlights flagged fields, "
         "predict lists them, evaluate scores them (metrics/eval_review.csv: recall of the wrong "
-        "told fields and false alarms on the right ones at every threshold). The default keeps false "
-        "alarms at or under 15% for the default model (benchmarks/RESULTS.md). 0 flags nothing.",
-        0.75)
+        "told fields and false alarms on the right ones at every threshold). The default is the highest "
+        "threshold that keeps false alarms at or under 15% for the default model on the valid split "
+        "(benchmarks/RESULTS.md). 0 flags nothing.",
+        0.8)
     review_unused: bool = setting(
         "List beside the record the text of the description no value of the record holds (the "
         "words the description styles write around values, such as 'Title:' or 'edited by', do not "
