@@ -198,7 +198,7 @@ class CopyIndex:
         """From ``state``, where the record's next key begins: (the tokens that begin ``field``,
         the tokens that begin another key or end the record), memoized."""
         # a key being begun: its first bytes decide, wherever in the record it stands
-        key = (field, b"") if state.mode == "key" else (fields, state.signature(), field)
+        key = (field, "key") if state.mode == "key" else (fields, state.signature(), field)
         if key not in self._choices:
             name, opening, skipping = field.encode(), [], []
             for token, piece in enumerate(self.pieces):
@@ -400,7 +400,7 @@ class _Row:
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
         self.written: dict[str, Counter] = {}  # path: how often each bare value was written
-        self.keys: list[str] = []  # the record's keys written, in order
+        self.keys: set[str] = set()  # the record's keys written
         self.opened: dict[str, float] = {}  # eval.open_below: field -> how likely the model held beginning it
         self._spans: dict[tuple, tuple] = {}
         self._found: dict[tuple, bool] = {}
@@ -474,8 +474,8 @@ class _Row:
     def feed_bytes(self, data: bytes) -> None:
         closed: list = []
         self.state.feed(data, self.fields, closed=closed)
-        if self.state.frames and self.state.frames[0][2] and self.state.frames[0][2] not in self.keys[-1:]:
-            self.keys.append(self.state.frames[0][2])
+        if self.state.frames and self.state.frames[0][2]:
+            self.keys.add(self.state.frames[0][2])
         for path, text in closed:
             self.written.setdefault(path, Counter())[_bare(text)] += 1
 
@@ -624,7 +624,7 @@ class CopyProcessor:
         if row.stopped or len(state.frames) != 1 or not (
                 (state.mode == "key" and not state.text) or (state.mode == "value" and state.expect_key)):
             return
-        if field in row.keys or any(key in later for key in row.keys):
+        if row.keys.intersection((field, *later)):
             return
         opening, skipping = row.index.key_choices(state, field, self.fields)
         if not opening or not skipping:
