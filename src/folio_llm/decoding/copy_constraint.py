@@ -18,6 +18,8 @@ the label of another field's part ends ("English" after "Language: " is no subje
 description labels its subjects ("Subjects: A; B"), a subject is one or more whole items of that
 list, and no other field's value starts in it, and the answer lists no more subjects than it has
 items (held to the items, a model that would go on otherwise writes them again until it is cut off).
+Where labels open the names ("Names: A; B", "Author: A", "Editor: B"), the answer lists no more
+names than they hold (a model that would not stop went on with the title's words, then the labels').
 No value, nor a part of one, is written a third time, or more often than the description tells
 it, and no value is begun that could only be such a repeat (it could then neither close nor go on).
 
@@ -142,8 +144,9 @@ class _Json:
                 self.mode = "value" if self.frames else "done"
             elif byte == ord(","):
                 self.expect_key = bool(self.frames) and self.frames[-1][0] == "{"
-                if touched is not None and self.frames and f"{self.frames[-1][1]}.value" in fields:
-                    touched.append((self.frames[-1][1] + ANOTHER, b"", False))  # another {"value": ...}
+                if touched is not None and self.frames and self.frames[-1][0] == "[" \
+                        and any(field.startswith(self.frames[-1][1] + ".") for field in fields):
+                    touched.append((self.frames[-1][1] + ANOTHER, b"", False))  # another {"value": ...}, {"name": ...}
             elif byte == ord(":"):
                 self.expect_key = False
         if opened and touched is not None:
@@ -395,8 +398,9 @@ class _Row:
                                                                          and desc[at - 2:at] not in _ESCAPES))
         self.parts = _parts(self.escaped, labels)
         self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
-        self.subject_lists = self._subject_lists()
+        self.subject_lists = self._lists("subjects")
         self.subjects, self.subject_items = self._subject_items()
+        self.name_items = self._name_items()
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
         self.written: dict[str, Counter] = {}  # path: how often each bare value was written
@@ -432,12 +436,12 @@ class _Row:
             foreign.update(at for start, end in self.subject_lists for at in range(start, end))
         return frozenset(foreign)
 
-    def _subject_lists(self) -> list[tuple[int, int]]:
-        """(start, end) of each list of subjects a label opens ("Subjects: ", "It is about "):
-        to the next part's label or line break."""
+    def _lists(self, field: str) -> list[tuple[int, int]]:
+        """(start, end) of each part a label of ``field`` alone opens ("Subjects: ", "It is about ",
+        "Names: ", "Editor: "): to the next part's label or line break."""
         text, cuts, lists = self.desc.text, self.desc.cuts, []
         for _, start, fields in self.parts:
-            if "subjects" in fields:
+            if fields == {field}:
                 after = [cut for cut in cuts if cut > start]
                 line_break = text.find(b"\\n", start)
                 lists.append((start, min([*after, *([line_break] if line_break >= 0 else []), len(text)])))
@@ -464,6 +468,16 @@ class _Row:
             ends.update({last, last - 1} if text[last - 1:last] == b"." else {last})
         return _Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts))), items
 
+    def _name_items(self) -> int:
+        """How many names the parts a names label opens hold ("Names: A; B (editor)", one a line
+        in "Author: A" / "Editor: B"), or 0 where no label opens one: every name of a record is
+        told in such a part, so an answer that lists more is a model that would not stop (it
+        went on with "Fiji", "Place of publication" ... until it was cut off)."""
+        text, items = self.desc.text, 0
+        for start, end in self._lists("contributors"):
+            items += 1 + text[start:end].rstrip(b" ;").count(b"; ")
+        return items
+
     def feed(self, tokens: list[int]) -> None:
         for token in tokens:
             self.stopped = self.stopped or token in self.index.stop_ids or token >= len(self.index.pieces)
@@ -487,11 +501,12 @@ class _Row:
 
     def room(self, field: str, closing: str = "") -> bool:
         """Whether the answer may list another value of ``field``: a labelled list of subjects
-        has room for as many subjects as it has items."""
-        if field != "subjects" or not self.subject_lists:
+        has room for as many subjects as it has items, labelled names for as many names."""
+        limit = {"subjects": self.subject_items, "contributors": self.name_items}.get(field, 0)
+        if not limit:
             return True
-        path = "subjects.value"
-        return sum(self.written.get(path, {}).values()) + (closing == path) < self.subject_items
+        path = "subjects.value" if field == "subjects" else "contributors.name"
+        return sum(self.written.get(path, {}).values()) + (closing == path) < limit
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
         """Whether a copied string of ``path`` holding ``text`` (``closed``: and closing there)
