@@ -17,7 +17,8 @@ area begins ("Conservation International. Subjects: Birdsongs" is no name), nor 
 the label of another field's part ends ("English" after "Language: " is no subject). Where the
 description labels its subjects ("Subjects: A; B"), a subject is one or more whole items of that
 list, and no other field's value starts in it, and the answer lists no more subjects than it has
-items (held to the items, a model that would go on otherwise writes them again until it is cut off).
+items (held to the items, a model that would go on otherwise writes them again until it is cut off),
+and closes its list of subjects only once it holds each list's last item.
 Where labels open the names ("Names: A; B", "Author: A", "Editor: B"), the answer lists no more
 names than they hold (a model that would not stop went on with the title's words, then the labels').
 No value, nor a part of one, is written a third time, or more often than the description tells
@@ -62,6 +63,7 @@ MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is 
 MAX_SAME_VALUE = 2
 
 ANOTHER = "[]"  # (path + ANOTHER, b"", False): an effect that adds an element to the list at path
+LAST = "[/]"  # (path + LAST, b"", False): an effect that closes the list at path
 # what separates the items of a labelled list of subjects (oneline style: ", "; the others: "; ")
 SUBJECT_SEPARATORS = re.compile(rb"; |, ")
 QUOTE, BACKSLASH = ord('"'), ord("\\")
@@ -108,8 +110,9 @@ class _Json:
 
     def feed(self, data: bytes, fields: frozenset, touched: list | None = None, closed: list | None = None) -> None:
         """Advance over ``data``; add (path, text, closed) to ``touched`` for each copied string it
-        opens, and (list path + ANOTHER, b"", False) for each element it adds to a list of copied
-        values; add (path, text) to ``closed`` for each copied string it closes."""
+        opens, (list path + ANOTHER, b"", False) for each element it adds to a list of copied
+        values and (list path + LAST, b"", False) for each such list it closes; add (path, text)
+        to ``closed`` for each copied string it closes."""
         opened = False
         for byte in data:
             if self.mode == "done":
@@ -140,17 +143,23 @@ class _Json:
                 self.frames += ((chr(byte), self.value_path(), ""),)
                 self.expect_key = byte == ord("{")
             elif byte in b"}]" and self.frames:
+                if touched is not None and byte == ord("]") and _holds_copies(self.frames[-1], fields):
+                    touched.append((self.frames[-1][1] + LAST, b"", False))
                 self.frames = self.frames[:-1]
                 self.mode = "value" if self.frames else "done"
             elif byte == ord(","):
                 self.expect_key = bool(self.frames) and self.frames[-1][0] == "{"
-                if touched is not None and self.frames and self.frames[-1][0] == "[" \
-                        and any(field.startswith(self.frames[-1][1] + ".") for field in fields):
+                if touched is not None and self.frames and _holds_copies(self.frames[-1], fields):
                     touched.append((self.frames[-1][1] + ANOTHER, b"", False))  # another {"value": ...}, {"name": ...}
             elif byte == ord(":"):
                 self.expect_key = False
         if opened and touched is not None:
             touched.append((self.value_path(), self.text, False))
+
+
+def _holds_copies(frame: tuple, fields: frozenset) -> bool:
+    """Whether ``frame`` is a list whose elements hold copied values."""
+    return frame[0] == "[" and any(field.startswith(frame[1] + ".") for field in fields)
 
 
 class CopyIndex:
@@ -174,8 +183,10 @@ class CopyIndex:
             while at >= 0:
                 self.closing.setdefault(piece[:at], []).append((token, piece[at + 1:]))
                 at = piece.find(b'"', at + 1)
-        # only a token holding a quote can open a copied string, or a comma add to a list of them
-        commas = {token for token, piece in enumerate(pieces) if b"," in piece and token not in self.stop_ids}
+        # only a token holding a quote can open a copied string, a comma add to a list of them, a
+        # bracket close one
+        commas = {token for token, piece in enumerate(pieces)
+                  if (b"," in piece or b"]" in piece) and token not in self.stop_ids}
         self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries} | commas)
         self._effects: dict[tuple, list] = {}
         self._openers: dict[tuple, list] = {}
@@ -237,7 +248,8 @@ class CopyIndex:
             # an empty copied string left open is always found: only tokens that also write into it,
             # or close it, matter
             self._openers[key] = [(t, touched) for t, touched in pairs
-                                  if any(text or closed or path.endswith(ANOTHER) for path, text, closed in touched)]
+                                  if any(text or closed or path.endswith((ANOTHER, LAST))
+                                         for path, text, closed in touched)]
         return self._openers[key]
 
 
@@ -399,7 +411,7 @@ class _Row:
         self.parts = _parts(self.escaped, labels)
         self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
         self.subject_lists = self._lists("subjects")
-        self.subjects, self.subject_items = self._subject_items()
+        self.subjects, self.subject_items, self.last_subjects = self._subject_items()
         self.name_items = self._name_items()
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
@@ -447,26 +459,30 @@ class _Row:
                 lists.append((start, min([*after, *([line_break] if line_break >= 0 else []), len(text)])))
         return lists
 
-    def _subject_items(self) -> tuple[_Source | None, int]:
+    def _subject_items(self) -> tuple[_Source | None, int, tuple[bytes, ...]]:
         """Where the description labels its subjects, a subject is one or more whole items of
         such a list: it starts where an item starts and ends where one ends, and never reaches
         over a "; " (no heading holds one). "Industrial" from "Industrial equipment--Safety
         measures", "Design" from "Apartments--Design and construction" and "Commonwealth" from
-        the title were real answers. Returns that source and how many items the lists hold."""
+        the title were real answers. Returns that source, how many items the lists hold and the
+        last item of each (bare)."""
         if not self.subject_lists:
-            return None, 0
-        text, starts, ends, cuts, items = self.desc.text, set(), set(), set(self.desc.cuts), 0
+            return None, 0, ()
+        text, starts, ends, cuts, items, lasts = self.desc.text, set(), set(), set(self.desc.cuts), 0, []
         for start, end in self.subject_lists:
-            last = len(text[start:end].rstrip(b" ")) + start
+            last, last_start = len(text[start:end].rstrip(b" ")) + start, start
             starts.add(start)
             items += 1
             for separator in SUBJECT_SEPARATORS.finditer(text, start, end):
                 starts.add(separator.end())
                 ends.add(separator.start())
                 cuts.update([separator.start()] if separator.group() == b"; " else [])
-                items += separator.end() < last
+                if separator.end() < last:
+                    items, last_start = items + 1, separator.end()
             ends.update({last, last - 1} if text[last - 1:last] == b"." else {last})
-        return _Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts))), items
+            lasts += [_bare(text[last_start:last])] if _bare(text[last_start:last]) else []
+        return (_Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts))), items,
+                tuple(lasts))
 
     def _name_items(self) -> int:
         """How many names the parts a names label opens hold ("Names: A; B (editor)", one a line
@@ -493,10 +509,12 @@ class _Row:
         for path, text in closed:
             self.written.setdefault(path, Counter())[_bare(text)] += 1
 
-    def allows(self, touched: list, closing: str = "") -> bool:
-        """Whether every copied string in ``touched`` (``CopyIndex.effects``) is found and every
-        element it adds to a list has room; ``closing``: the path of a value closing before them."""
+    def allows(self, touched: list, closing: str = "", closing_text: bytes = b"") -> bool:
+        """Whether every copied string in ``touched`` (``CopyIndex.effects``) is found, every
+        element it adds to a list has room and every list it closes is complete; ``closing``,
+        ``closing_text``: the path and text of a value closing before them."""
         return all(self.room(path.removesuffix(ANOTHER), closing) if path.endswith(ANOTHER)
+                   else self.complete(path.removesuffix(LAST), closing, closing_text) if path.endswith(LAST)
                    else self.found(path, text, closed) for path, text, closed in touched)
 
     def room(self, field: str, closing: str = "") -> bool:
@@ -507,6 +525,15 @@ class _Row:
             return True
         path = "subjects.value" if field == "subjects" else "contributors.name"
         return sum(self.written.get(path, {}).values()) + (closing == path) < limit
+
+    def complete(self, field: str, closing: str = "", closing_text: bytes = b"") -> bool:
+        """Whether the answer may close its list of ``field``: a list of subjects only once it
+        holds the last item of each labelled list of subjects (the model closed the list one
+        item short, "Electronic books" or "Australian" left out, more often than anywhere else)."""
+        if field != "subjects" or not self.last_subjects:
+            return True
+        written = [*self.written.get("subjects.value", {}), *([_bare(closing_text)] if closing == "subjects.value" else [])]
+        return all(any(value.endswith(last) for value in written) for last in self.last_subjects)
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
         """Whether a copied string of ``path`` holding ``text`` (``closed``: and closing there)
@@ -591,7 +618,7 @@ class _Row:
         allowed = set(ids)
         for token, rest in closing.items():
             # rest may open the next copied string (editions: ...","2nd ed)
-            if self.allows(self.index.effects(closed, rest, self.fields), closing=state.value_path()):
+            if self.allows(self.index.effects(closed, rest, self.fields), state.value_path(), state.text):
                 allowed.add(token)
         return True, sorted(allowed)
 

@@ -49,8 +49,8 @@ class EvalParams:
         "part with ('Language: ', 'Subjects are ', '; place: '; folio_llm.templates.part_labels) where a "
         "line, a sentence, a list item or an ISBD area begins, so a name does not run on into "
         "'Subjects: Birdsongs' nor a subject list into 'Language: English'; where the description "
-        "labels its subjects ('Subjects: A; B'), a subject is whole items of that list and no other "
-        "field's value comes from it; where labels open the names ('Names: A; B', 'Author: A'), the "
+        "labels its subjects ('Subjects: A; B'), a subject is whole items of that list, no other "
+        "field's value comes from it and the answer's subjects end with the list's last item; where labels open the names ('Names: A; B', 'Author: A'), the "
         "answer lists no more names than they hold.", True)
     open_below: dict[str, float] = setting(
         "With the copy constraint: where the answer may begin one of these record fields next and the "
