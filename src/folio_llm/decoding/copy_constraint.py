@@ -64,6 +64,8 @@ MAX_SAME_VALUE = 2
 
 ANOTHER = "[]"  # (path + ANOTHER, b"", False): an effect that adds an element to the list at path
 LAST = "[/]"  # (path + LAST, b"", False): an effect that closes the list at path
+# the lists whose length a labelled description bounds, and the copied value counted in each
+COUNTED = {"subjects": "subjects.value", "contributors": "contributors.name"}
 # what separates the items of a labelled list of subjects (oneline style: ", "; the others: "; ")
 SUBJECT_SEPARATORS = re.compile(rb"; |, ")
 QUOTE, BACKSLASH = ord('"'), ord("\\")
@@ -185,9 +187,9 @@ class CopyIndex:
                 at = piece.find(b'"', at + 1)
         # only a token holding a quote can open a copied string, a comma add to a list of them, a
         # bracket close one
-        commas = {token for token, piece in enumerate(pieces)
-                  if (b"," in piece or b"]" in piece) and token not in self.stop_ids}
-        self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries} | commas)
+        list_marks = {token for token, piece in enumerate(pieces)
+                      if (b"," in piece or b"]" in piece) and token not in self.stop_ids}
+        self.may_open = sorted({token for entries in self.closing.values() for token, _ in entries} | list_marks)
         self._effects: dict[tuple, list] = {}
         self._openers: dict[tuple, list] = {}
         self._choices: dict[tuple, tuple] = {}
@@ -480,9 +482,9 @@ class _Row:
                 if separator.end() < last:
                     items, last_start = items + 1, separator.end()
             ends.update({last, last - 1} if text[last - 1:last] == b"." else {last})
-            lasts += [_bare(text[last_start:last])] if _bare(text[last_start:last]) else []
+            lasts.append(_bare(text[last_start:last]))
         return (_Source(text, frozenset(starts & self.desc.starts), frozenset(ends), tuple(sorted(cuts))), items,
-                tuple(lasts))
+                tuple(last for last in lasts if last))
 
     def _name_items(self) -> int:
         """How many names the parts a names label opens hold ("Names: A; B (editor)", one a line
@@ -523,8 +525,7 @@ class _Row:
         limit = {"subjects": self.subject_items, "contributors": self.name_items}.get(field, 0)
         if not limit:
             return True
-        path = "subjects.value" if field == "subjects" else "contributors.name"
-        return sum(self.written.get(path, {}).values()) + (closing == path) < limit
+        return sum(self.written.get(COUNTED[field], {}).values()) + (closing == COUNTED[field]) < limit
 
     def complete(self, field: str, closing: str = "", closing_text: bytes = b"") -> bool:
         """Whether the answer may close its list of ``field``: a list of subjects only once it
@@ -532,7 +533,8 @@ class _Row:
         item short, "Electronic books" or "Australian" left out, more often than anywhere else)."""
         if field != "subjects" or not self.last_subjects:
             return True
-        written = [*self.written.get("subjects.value", {}), *([_bare(closing_text)] if closing == "subjects.value" else [])]
+        path = COUNTED[field]
+        written = [*self.written.get(path, {}), *([_bare(closing_text)] if closing == path else [])]
         return all(any(value.endswith(last) for value in written) for last in self.last_subjects)
 
     def found(self, path: str, text: bytes, closed: bool) -> bool:
