@@ -320,8 +320,7 @@ class ScriptedServer(ThreadingHTTPServer):
     test parsed Python, broke the parse (Python 3.11's traceback carets run `ast.parse`; CPython
     gh-106905: "AST constructor recursion depth mismatch")."""
 
-    daemon_threads = False  # server_close() joins every handler
-    block_on_close = True
+    daemon_threads = False  # so server_close() joins every handler (block_on_close is on by default)
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # a client that left

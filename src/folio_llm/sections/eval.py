@@ -50,8 +50,9 @@ class EvalParams:
         "line, a sentence, a list item or an ISBD area begins, so a name does not run on into "
         "'Subjects: Birdsongs' nor a subject list into 'Language: English'; where the description "
         "labels its subjects ('Subjects: A; B'), a subject is whole items of that list, no other "
-        "field's value comes from it and the answer's subjects end with the list's last item; where labels open the names ('Names: A; B', 'Author: A'), the "
-        "answer lists no more names than they hold.", True)
+        "field's value comes from it and the answer's subjects end with the list's last item; where "
+        "labels open the names ('Names: A; B', 'Author: A'), the answer lists no more names than they "
+        "hold.", True)
     open_below: dict[str, float] = setting(
         "With the copy constraint: where the answer may begin one of these record fields next and the "
         "model leaves it out less surely than this, the field is begun (its values still copied from "
