@@ -281,7 +281,10 @@ def test_tenant_labels_are_what_every_record_holds_and_map_back(all_records, ref
     labels = decoding_labels(reference, fields.identifier_types)
     assert labels["identifierTypeText"] == sorted(fields.identifier_types)
     assert "contributorTypeText" not in labels
+    assert {"eng", "ger", "zxx", "und"} <= set(labels["languages"]) and "it" not in labels["languages"]
     for key, names in labels.items():
+        if key == "languages":
+            continue
         kind, _ = LABEL_TO_ID[key]
         assert all(reference.id_for(kind, name) for name in names), key
     schema = target_schema(fields.fields, labels)
@@ -292,6 +295,7 @@ def test_tenant_labels_are_what_every_record_holds_and_map_back(all_records, ref
     assert validator.is_valid(record)
     record["identifiers"][0]["identifierTypeText"] = "Subject"
     assert not validator.is_valid(record)
+    assert not validator.is_valid({**all_records[0], "languages": ["it"]})
     assert jsonschema.Draft202012Validator(target_schema(fields.fields)).is_valid(record)
 
 

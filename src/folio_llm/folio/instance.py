@@ -112,7 +112,9 @@ def decoding_labels(reference, identifier_types: Sequence[str] | None = None) ->
     """Label key -> the tenant's names a record may hold there (``reference``:
     :class:`~folio_llm.folio.reference.ReferenceData`): what :func:`to_folio` maps back to a UUID,
     as the decoding schema's enums. Free-text labels (a contributor's role) are left out; identifier
-    types are those ``identifier_types`` keeps (``denormalize.identifier_types``), if any."""
+    types are those ``identifier_types`` keeps (``denormalize.identifier_types``), if any. A
+    language is one of the tenant's codes (ISO 639-2: the model wrote 'it', 'ja', 'ital' and
+    'Chinese', which FOLIO shows as no language)."""
     kept = {kind.casefold() for kind in identifier_types or []}
     labels = {}
     for label_key, (kind, _) in LABEL_TO_ID.items():
@@ -124,6 +126,8 @@ def decoding_labels(reference, identifier_types: Sequence[str] | None = None) ->
             names = {name for name in names if name.casefold() in kept}
         if names:
             labels[label_key] = sorted(names)
+    if reference.languages:
+        labels["languages"] = sorted(reference.languages)
     return labels
 
 

@@ -42,8 +42,9 @@ class EvalParams:
         "classificationTypeText, instanceTypeText...) to the names in the tenant's reference data "
         "(source.reference_data; identifier types to denormalize.identifier_types) while decoding, so "
         "every label maps back to a UUID: a description unlike the training rows otherwise gets labels "
-        "such as 'Subject' or 'Hardcover : alk. paper' that FOLIO refuses. A contributor's role stays "
-        "free text (FOLIO keeps one it does not know). Needs constrained.", True)
+        "such as 'Subject' or 'Hardcover : alk. paper' that FOLIO refuses. Languages likewise are the "
+        "tenant's codes (ISO 639-2: not 'it', 'ja' or 'Chinese'). A contributor's role stays free text "
+        "(FOLIO keeps one it does not know). Needs constrained.", True)
     copy_within_parts: bool = setting(
         "With the copy constraint: no copied value reaches over a phrase the description styles open a "
         "part with ('Language: ', 'Subjects are ', '; place: '; folio_llm.templates.part_labels) where a "
