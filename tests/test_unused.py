@@ -63,6 +63,9 @@ def test_names_in_natural_order_and_languages_in_words_count_as_used():
     assert unused_text("Messiah / Handel, George Frideric, 1685-1759. Language: English", record, TEMPLATE) == []
     assert unused_text("Messiah. By George Frideric Handel. Series: Great oratorios.", record,
                        TEMPLATE) == ["Great oratorios"]
+    # a language left out is shown by its name, though the record holds its code
+    runs = unused_text("Messiah. In English and German.", {**record, "languages": ["eng"]}, TEMPLATE)
+    assert runs == ["German"] and shows_missing(runs, {**record, "languages": ["eng"]}, record, "languages", TEMPLATE)
 
 
 def test_the_check_lists_the_unused_text_beside_the_record(real_dataset):

@@ -102,12 +102,15 @@ def shows_missing(runs: list[str], answer: dict | None, reference: dict, name: s
     """Do the unused ``runs`` show what the answer misses of the scored field ``name``: a value
     of the ``reference`` the answer lacks, at least half of whose own words are in them?"""
     from folio_llm.decoding.doubt import values_of
+    from folio_llm.styles import LANGUAGE_NAMES
 
     shown = {w.text for run in runs for w in words(run)}
     written = {v.casefold() for v in values_of(answer or {}, name)}
     for value in values_of(reference, name):
         if value.casefold() in written:
             continue
+        if name == "languages":  # told in words, recorded by code
+            value = LANGUAGE_NAMES.get(value, value)
         own = [w.text for w in words(value) if w.text not in template]
         if own and 2 * sum(w in shown for w in own) >= len(own):
             return True
