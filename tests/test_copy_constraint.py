@@ -252,6 +252,9 @@ LISTED = ("Birds of the rainforest of southern Peru and northern Bolivia [sound 
 LABELLED = ("Title: The Curious Chicken.; Author: Warren Ravenscroft, 1949-; Publisher: Witton Books; Place: Lower "
             "Beechmont, Queensland; Date: 2021; Subjects: Animals--Juvenile fiction; Parables; Language: English")
 LABELS = part_labels(parse_params({}).dataset)
+# a real ISBD row whose title the model ran on through the publication area
+AREAS = ("The Sorcerer's Protégée /. — Strathpine Centre, Queensland : Crimson Dove Press, 2022. — 1 online resource. "
+         "— (Mistwalker Series). — ISBN 9780645715811 EPUB. Names: James, Alena (author). Subjects: Fantasy; Electronic books.")
 
 
 def test_the_part_labels_are_the_description_styles_own():
@@ -266,11 +269,12 @@ def test_the_part_labels_are_the_description_styles_own():
     (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"Language: English"}]}', ""),
     (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"English"}]}', ""),  # another field's part
     (LABELLED, '{"publication":[{"publisher":"Witton Books; Place: Lower Beechmont"}]}', "Witton Books"),
+    (AREAS, '{"title":"The Sorcerer\'s Protégée /. — Strathpine Centre"}', "The Sorcerer's Protégée /."),  # an ISBD area
 ])
 def test_no_value_reaches_over_a_part_label(tokenizer, index, description, answer, allowed):
-    """eval.copy_within_parts: a value stops before a part label where a part begins (blocked
-    within a few characters of it) and starts in no part of another field's label, while without
-    the labels the same text is a span."""
+    """eval.copy_within_parts: a value stops before a part label where a part begins, or an ISBD
+    area (blocked within a few characters of it), and starts in no part of another field's label,
+    while without the labels the same text is a span."""
     assert first_blocked(tokenizer, index, description, answer) is None
     written, _, _ = first_blocked(tokenizer, index, description, answer, labels=LABELS)
     value = written.split('"')[-1]

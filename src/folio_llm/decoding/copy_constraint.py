@@ -264,6 +264,7 @@ def _word(byte: int) -> bool:
 _PARTICLES = frozenset("d' da das de del della der des di do dos du la le van von ter ten ibn bin bint y".split())
 _AFTER_A_NAME = frozenset("and with was is et und y e".split())
 _AT_BEGINNING = frozenset({0})
+_ISBD_AREA = re.compile("— ".encode())
 _ESCAPED_WORD = re.compile(r'(?:\\["\\/]|[^\s\\])+')  # "\n", "\t" and "\u0009" separate words too
 _NAME_WORD = re.compile(r"\(?[^\W\d_][\w.'’ʹʻʼ\u0300-\u036f-]*\)?")  # combining marks: Natalʹi͡a
 
@@ -411,7 +412,10 @@ class _Row:
         bounds = frozenset(at for at in starts if at in (0, len(desc)) or not (_word(desc[at]) and _word(desc[at - 1])
                                                                          and desc[at - 2:at] not in _ESCAPES))
         self.parts = _parts(self.escaped, labels)
-        self.desc = _Source(desc, bounds, bounds, tuple(start for start, _, _ in self.parts))
+        # no value reaches over a part label, nor over an ISBD area's "— " (no record value holds
+        # one; a title ran on through the edition, publication and extent areas)
+        areas = [found.start() for found in _ISBD_AREA.finditer(desc)] if labels else []
+        self.desc = _Source(desc, bounds, bounds, tuple(sorted({*(start for start, _, _ in self.parts), *areas})))
         self.subject_lists = self._lists("subjects")
         self.subjects, self.subject_items, self.last_subjects = self._subject_items()
         self.name_items = self._name_items()
