@@ -13,7 +13,8 @@ its closing quote may come only where a word of the description ends (not inside
 "Commonwealth": a value cut short is how a model gets round the constraint). No value reaches
 over a phrase the description styles open a part with ("Language: ", "Subjects are ", "; place: ",
 given as ``labels``, ``templates.part_labels``) where a line, a sentence, a list item or an ISBD
-area begins ("Conservation International. Subjects: Birdsongs" is no name), nor starts where
+area begins ("Conservation International. Subjects: Birdsongs" is no name), nor over an ISBD
+area's "— " (a title is no "Title. — Place : Publisher"), nor starts where
 the label of another field's part ends ("English" after "Language: " is no subject). Where the
 description labels its subjects ("Subjects: A; B"), a subject is one or more whole items of that
 list, and no other field's value starts in it, and the answer lists no more subjects than it has
