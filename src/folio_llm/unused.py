@@ -38,6 +38,13 @@ def _strings(value, key: str | None = None):
             yield from _strings(item, inner)
 
 
+def _as_told(key: str | None, value: str) -> str:
+    """A value as a description tells it: a language in words, though recorded by its code."""
+    from folio_llm.styles import LANGUAGE_NAMES
+
+    return LANGUAGE_NAMES.get(value, value) if key == "languages" else value
+
+
 def _told_forms(value: str) -> list[list[str]]:
     """The word sequences a value may be told as: as written, and a name 'Last, First, dates' as
     'First Last, dates'."""
@@ -57,14 +64,10 @@ def used_words(description: str, record: dict) -> list[bool]:
     """Per word of ``description``: does a value of ``record`` hold it? A value is looked for as
     a run of words (a name also in natural order); one re-formed by the model ("Education" and
     "Higher--..." for "Education, Higher--...") holds its own words of three letters or more."""
-    from folio_llm.styles import LANGUAGE_NAMES
-
     told = [w.text for w in words(description)]
     used = [False] * len(told)
     for key, value in _strings(record):
-        if key == "languages" and value in LANGUAGE_NAMES:  # a language told in words, recorded by code
-            value = LANGUAGE_NAMES[value]
-        forms = _told_forms(value)
+        forms = _told_forms(_as_told(key, value))
         found = False
         for form in forms:
             for at in _occurrences(told, form):
@@ -102,16 +105,13 @@ def shows_missing(runs: list[str], answer: dict | None, reference: dict, name: s
     """Do the unused ``runs`` show what the answer misses of the scored field ``name``: a value
     of the ``reference`` the answer lacks, at least half of whose own words are in them?"""
     from folio_llm.decoding.doubt import values_of
-    from folio_llm.styles import LANGUAGE_NAMES
 
     shown = {w.text for run in runs for w in words(run)}
     written = {v.casefold() for v in values_of(answer or {}, name)}
     for value in values_of(reference, name):
         if value.casefold() in written:
             continue
-        if name == "languages":  # told in words, recorded by code
-            value = LANGUAGE_NAMES.get(value, value)
-        own = [w.text for w in words(value) if w.text not in template]
+        own = [w.text for w in words(_as_told(name, value)) if w.text not in template]
         if own and 2 * sum(w in shown for w in own) >= len(own):
             return True
     return False
