@@ -188,6 +188,9 @@ FIRTH = "By J. (John) Firth (cartographer); compiled by John Deckert; Charles de
 # references as the dataset's citation styles print them (the answers a model wrote run two names together)
 MERCHANT = "Merchant, Suzanne, and Mills & Boon Forever. 2022. Their Wildest Safari Dream. HarperCollins Publishers."
 FAULKNER = "Faulkner, T., & Land, S. (2022). Aussie Ark. Echo Publishing. Price, Norman, et al. The Pineapple Queen."
+# a real one-line row: the model wrote "Anglican Church Grammar School", leaving its qualifier out
+EAGLES = ("For Eagles' wings. By Anglican Church Grammar School (Brisbane, Qld.) (issuing body); YourSay Community "
+          "Panel (A.C.T.). Published by Churchie, [East Brisbane, Queensland].")
 
 
 def names_answer(*names: str) -> str:
@@ -202,6 +205,7 @@ def names_answer(*names: str) -> str:
     (FIRTH, ["Firth, J. (John)", "Deckert, John", "de Gaulle, Charles", "Bowlby, Rachel, 1957-", "Bowlby, Rachel"]),
     (MERCHANT, ["Merchant, Suzanne", "Mills & Boon Forever"]),
     (FAULKNER, ["Faulkner, T.", "Land, S.", "Price, Norman"]),
+    (EAGLES, ["Anglican Church Grammar School (Brisbane, Qld.)", "YourSay Community Panel (A.C.T.)"]),
 ])
 def test_a_name_is_built_from_the_description_words(tokenizer, index, description, names):
     """As told, or inverted "Surname, Given names" from a name told in natural order."""
@@ -224,6 +228,8 @@ def test_a_name_is_built_from_the_description_words(tokenizer, index, descriptio
     (MERCHANT, "Merchant, Suzanne, and Mills & Boon Forever", "Merchant, Suzanne"),  # a citation's ", and "
     (FAULKNER, "Faulkner, T., & Land, S.", "Faulkner, T."),  # ", & "
     (FAULKNER, "Price, Norman, et al.", "Price, Norman"),  # "et al." is no part of a name
+    (EAGLES, "Anglican Church Grammar School", "Anglican Church Grammar School"),  # its qualifier goes with it
+    (EAGLES, "YourSay Community Panel", "YourSay Community Panel"),
 ])
 def test_a_name_not_in_the_description_is_blocked(tokenizer, index, description, name, allowed):
     """Blocked at the token that leaves the longest allowed beginning of the name."""

@@ -31,7 +31,8 @@ Library of Natural Sounds"), or inverted from a name told in natural order ("Pet
 -> "English, Peter H.", "Eden Summers, 1982-" -> "Summers, Eden, 1982-"), given names whole and
 as told, initials and dates kept. A name starts with a capital (or a particle: "de Gaulle"), and
 ends before a "; " (where a description separates names), a line break, a subject's "--" or a
-role word in brackets ("Marantz, Curtis A. (editor)"). A name already written twice, or a part
+role word in brackets ("Marantz, Curtis A. (editor)"), never before a capitalized qualifier in
+brackets ("Anglican Church Grammar School (Brisbane, Qld.)", "Spier, R. (Raymond)"). A name already written twice, or a part
 of one, is not written again: a model held away from the name it wanted otherwise loops
 ("Welcomes a Friend", "Welcomes a Friend", "Welcomes a", ... from the title "Max Welcomes a Friend").
 
@@ -58,6 +59,9 @@ NAME_FIELDS = frozenset({"contributors.name"})
 # ", et al."), a subject's "--", a line break, "(author)"
 NOT_IN_A_NAME = re.compile(rb"(?=;|--|\\n|, (?:and |& |et al\.))| (?=\([a-z])")
 NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or digit
+# a capitalized qualifier in brackets goes with the name before it ("Anglican Church Grammar School
+# (Brisbane, Qld.)", "YourSay Community Panel (A.C.T.)"): no name ends before one
+QUALIFIER_FOLLOWS = re.compile(rb" \([A-Z]")
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 # another copied value (a subject, a publisher, a date) is written at most this often, or as often as the
 # description tells it if more: "Venezia" a fourth time is a loop, not a record
@@ -309,7 +313,8 @@ class _Source:
     def for_names(self, starts: frozenset | None = None) -> _Source:
         """This text as names are copied from it: spans cut before what NOT_IN_A_NAME finds,
         ending on a letter, a digit or NAME_END."""
-        ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END))
+        ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END)
+                            and not QUALIFIER_FOLLOWS.match(self.text, at))
         cuts = tuple(sorted({*self.cuts, *(m.end() for m in NOT_IN_A_NAME.finditer(self.text))}))
         return _Source(self.text, self.starts if starts is None else starts, ends_at, cuts)
 

@@ -34,7 +34,8 @@ class EvalParams:
         "Fields (paths: key names down to the value, lists skipped) the copy constraint holds to "
         "the description. contributors.name is held to the description's words as told or, for a "
         "name told in natural order ('Peter H. English'), inverted ('English, Peter H.'); a name "
-        "starts with a capital, ends before a '; ', a line break, a subject's '--' or a '(role)', "
+        "starts with a capital, ends before a '; ', a line break, a subject's '--' or a '(role)' (not "
+        "before a '(Qualifier)': 'Spier, R. (Raymond)'), "
         "and is written twice at most (a part of it counts: a model in a loop).",
         factory=lambda: list(COPY_FIELDS))
     tenant_labels: bool = setting(
