@@ -261,6 +261,7 @@ LABELS = part_labels(parse_params({}).dataset)
 # a real ISBD row whose title the model ran on through the publication area
 AREAS = ("The Sorcerer's Protégée /. — Strathpine Centre, Queensland : Crimson Dove Press, 2022. — 1 online resource. "
          "— (Mistwalker Series). — ISBN 9780645715811 EPUB. Names: James, Alena (author). Subjects: Fantasy; Electronic books.")
+BALLET = "For La boîte à joujoux. Published in 1913 by A. Durand & Fils, Paris. Classified as LC M3.3.D3 B6. Subjects are Ballets--Piano scores."
 
 
 def test_the_part_labels_are_the_description_styles_own():
@@ -276,6 +277,8 @@ def test_the_part_labels_are_the_description_styles_own():
     (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"English"}]}', ""),  # another field's part
     (LABELLED, '{"publication":[{"publisher":"Witton Books; Place: Lower Beechmont"}]}', "Witton Books"),
     (AREAS, '{"title":"The Sorcerer\'s Protégée /. — Strathpine Centre"}', "The Sorcerer's Protégée /."),  # an ISBD area
+    # a real one-line row: the class number ran on into the subjects
+    (BALLET, '{"classifications":[{"classificationNumber":"M3.3.D3 B6. Subjects are Ballets"}]}', "M3.3.D3 B6."),
 ])
 def test_no_value_reaches_over_a_part_label(tokenizer, index, description, answer, allowed):
     """eval.copy_within_parts: a value stops before a part label where a part begins, or an ISBD

@@ -10,7 +10,7 @@ from folio_llm.typed_config import ParamsError, setting
 # the told fields whose values the copy constraint holds to the description (decoding.copy_constraint)
 COPY_FIELDS = ("title", "contributors.name", "publication.publisher", "publication.place",
                "publication.dateOfPublication", "subjects.value", "identifiers.value", "editions",
-               "physicalDescriptions", "series.value")
+               "physicalDescriptions", "series.value", "classifications.classificationNumber")
 
 
 @dataclass
