@@ -32,9 +32,10 @@ Library of Natural Sounds"), or inverted from a name told in natural order ("Pet
 as told, initials and dates kept. A name starts with a capital (or a particle: "de Gaulle"), and
 ends before a "; " (where a description separates names), a line break, a subject's "--" or a
 role word in brackets ("Marantz, Curtis A. (editor)"), never before a capitalized qualifier in
-brackets ("Anglican Church Grammar School (Brisbane, Qld.)", "Spier, R. (Raymond)"). A name already written twice, or a part
-of one, is not written again: a model held away from the name it wanted otherwise loops
-("Welcomes a Friend", "Welcomes a Friend", "Welcomes a", ... from the title "Max Welcomes a Friend").
+brackets ("Anglican Church Grammar School (Brisbane, Qld.)", "Spier, R. (Raymond)"). A name
+already written twice, or a part of one, is not written again: a model held away from the name
+it wanted otherwise loops ("Welcomes a Friend", "Welcomes a Friend", "Welcomes a", ... from the
+title "Max Welcomes a Friend").
 
 Structure is the JSON-schema processor's job (``constraints.py``): put this processor after it,
 so that a row whose every remaining token this one would forbid is spotted and left unmasked
