@@ -40,6 +40,7 @@ def test_evaluate_command_writes_metrics_and_predictions(tiny_base, real_dataset
     rows = load_jsonl(tmp_path / "pred.jsonl")
     assert len(rows) == 3
     assert {"prompt", "reference", "output", "parsed", "fields"} <= set(rows[0])
+    assert "title" in rows[0]["told"] and "instanceTypeText" in rows[0]["inferred"]  # what benchmarks/paired.py pairs
 
 
 @pytest.mark.slow

@@ -110,7 +110,8 @@ def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | Non
                       raw_outputs: list[str | None], details: list[dict] | None = None,
                       references: list[str] | None = None, confidences: list[dict] | None = None,
                       review_below: float = 0.0, unused: list[list[str]] | None = None) -> None:
-    """One line per answered row: its prompt, reference, answer, (when scored) field outcomes
+    """One line per answered row: its prompt, the target fields its description tells and those
+    the model infers, reference, answer, (when scored) field outcomes
     and (when measured) the model's confidence per field, the fields flagged for review and the
     description's text the record does not use.
     A row without an answer (a server that stopped answering) is left out."""
@@ -124,7 +125,8 @@ def write_predictions(path: str | Path, rows: list[dict], meta: list[dict] | Non
             output = closed_answer(raw)
             writer.write({
                 "id": meta[index]["id"] if meta else index + 1,
-                **({"style": meta[index].get("style")} if meta else {}),
+                **({"style": meta[index].get("style"), "told": meta[index].get("transcribed"),
+                    "inferred": meta[index].get("inferred")} if meta else {}),
                 "model": label,
                 "prompt": row["messages"][-2]["content"],
                 "reference": references[index] if references else row["messages"][-1]["content"],
