@@ -33,6 +33,8 @@ def row_score(row: dict, kind: str = "told") -> float | None:
     """The mean score of the row's ``kind`` fields ("told": the target fields its description
     tells; "inferred": those the model infers), None where it has none."""
     targets = row.get(kind)
+    if "fields" not in row:
+        raise PairingError(f"row {row.get('id')!r} holds no field scores (not a scored predictions file?)")
     if targets is None:
         raise PairingError(f"row {row.get('id')!r} does not say which fields are {kind} "
                            "(predictions written before rows carried them)")

@@ -67,6 +67,8 @@ def test_rows_without_told_fields_take_them_from_the_meta_file(real_dataset, run
         paired(whole, bare)
     meta = load_jsonl(real_dataset / "meta" / "test.jsonl")
     assert paired(whole, with_fields_told(bare, meta)).differences == paired(whole, untitled).differences
+    with pytest.raises(PairingError, match="no field scores"):
+        paired(whole, [{"id": row["id"], "told": row["told"]} for row in untitled])  # not scored: a dataset file
 
 
 def test_the_benchmark_compares_files_and_folders(runs, tmp_path):
