@@ -32,9 +32,9 @@ class PairingError(ValueError):
 def row_score(row: dict, kind: str = "told") -> float | None:
     """The mean score of the row's ``kind`` fields ("told": the target fields its description
     tells; "inferred": those the model infers), None where it has none."""
-    targets = row.get(kind)
     if "fields" not in row:
         raise PairingError(f"row {row.get('id')!r} holds no field scores (not a scored predictions file?)")
+    targets = row.get(kind)
     if targets is None:
         raise PairingError(f"row {row.get('id')!r} does not say which fields are {kind} "
                            "(predictions written before rows carried them)")
@@ -64,15 +64,17 @@ class Paired:
         return sum(d < -1e-9 for d in self.differences)
 
     def interval(self, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-        """95% percentile interval of the mean difference, rows resampled with replacement."""
+        """95% percentile interval of the mean difference, rows resampled with replacement (the
+        resampling of the evaluate stage's own intervals, over one column)."""
         import numpy as np
+
+        from folio_llm.evaluation.bootstrap import intervals
 
         if not self.differences:
             return 0.0, 0.0
-        values = np.asarray(self.differences)
-        rng = np.random.default_rng(seed)
-        means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
-        return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+        column = np.asarray(self.differences)[:, None]
+        low, high = intervals(column, {"mean": np.ones_like(column, dtype=bool)}, draws, seed)["mean"]
+        return low, high
 
 
 def paired(before: list[dict], after: list[dict], kind: str = "told") -> Paired:

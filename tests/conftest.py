@@ -17,6 +17,16 @@ RULES = RAW / "folio" / "mapping-rules" / "marc-bib.json"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (registered, so its dataclasses resolve their module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # what a copy of the repo for a real `dvc repro` leaves behind: environments, caches, outputs
 SKIP = {".venv", ".pytest_cache", "__pycache__", "models", "metrics", "reports", "dvclive", "build", "dvc.lock"}
 

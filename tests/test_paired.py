@@ -1,20 +1,17 @@
 """Two runs paired per row (benchmarks/paired.py) on the real test
 split: answers scored by the real scorer against the real references."""
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 from folio_llm.evaluation.scoring import score_record
 from folio_llm.jsonl import load_jsonl, write_jsonl
 
-_spec = importlib.util.spec_from_file_location("paired", REPO / "benchmarks" / "paired.py")
-pairing = sys.modules["paired"] = importlib.util.module_from_spec(_spec)  # its dataclass looks itself up there
-_spec.loader.exec_module(pairing)
+pairing = load_benchmark("paired")
 PairingError, paired, row_score, with_fields_told = (pairing.PairingError, pairing.paired, pairing.row_score,
                                                      pairing.with_fields_told)
 

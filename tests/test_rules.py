@@ -1,23 +1,15 @@
 """RuleEngine against FOLIO's Java mapper output and on the real bibliographic file."""
 
 import copy
-import importlib.util
 import json
 import unicodedata
 
 import pymarc
 import pytest
-from conftest import BIBS, CONFORMANCE, REPO, RULES
+from conftest import BIBS, CONFORMANCE, RULES, load_benchmark
 
 from folio_llm.marc.functions import FUNCTIONS, SPLIT_FUNCTIONS
 from folio_llm.marc.rules import MappingRulesError, RuleEngine
-
-
-def _load_conformance():
-    spec = importlib.util.spec_from_file_location("conformance", REPO / "benchmarks" / "conformance.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def _record(*fields, leader="00000nam a2200000 i 4500"):
 
 
 def test_conformance_with_java_mapper():
-    conformance = _load_conformance()
+    conformance = load_benchmark("conformance")
     per_field, overall, mismatches = conformance.measure(CONFORMANCE)
     for name, score in per_field.items():
         print(f"{name}={score:.4f}")
