@@ -86,25 +86,32 @@ def build_tiny_base(folder: Path) -> Path:
     return folder
 
 
-def build_real_dataset(folder: Path, records: int = 300, dataset: dict | None = None) -> Path:
-    """Dataset layouts from the first ``records`` real MARC records, through the real stages
-    (``dataset``: params of the dataset section, beside the defaults)."""
+def real_marc_records(records: int, params=None) -> list[dict]:
+    """The first ``records`` real MARC records, mapped and denormalized by the real stages."""
     import itertools
 
-    from folio_llm.dataset import build_examples, write_layouts
     from folio_llm.folio.reference import ReferenceData
     from folio_llm.marc.rules import RuleEngine
     from folio_llm.params import parse_params
     from folio_llm.records import Denormalizer
     from folio_llm.sources import iter_marc_instances
 
-    params = parse_params({"dataset": dataset or {}})
+    params = params or parse_params({})
     reference = ReferenceData.load(REFERENCE)
     engine = RuleEngine.from_files(RULES, REFERENCE)
     denormalize = Denormalizer(reference, params.denormalize.fields, params.denormalize.identifier_types)
     items = itertools.islice(iter_marc_instances([BIBS], engine), records)
-    rows = [denormalize(item.instance) for item in items if item.instance]
-    write_layouts(build_examples(rows, params.dataset, params.seed), folder)
+    return [denormalize(item.instance) for item in items if item.instance]
+
+
+def build_real_dataset(folder: Path, records: int = 300, dataset: dict | None = None) -> Path:
+    """Dataset layouts from the first ``records`` real MARC records, through the real stages
+    (``dataset``: params of the dataset section, beside the defaults)."""
+    from folio_llm.dataset import build_examples, write_layouts
+    from folio_llm.params import parse_params
+
+    params = parse_params({"dataset": dataset or {}})
+    write_layouts(build_examples(real_marc_records(records, params), params.dataset, params.seed), folder)
     return folder
 
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from folio_llm.citations import cite, render, short_title
+from conftest import real_marc_records
+from folio_llm.citations import cite, cited_name, render, short_title
 from folio_llm.params import parse_params
 from folio_llm.prompts import PromptRenderer
 from folio_llm.sections.dataset import CSL_STYLES
@@ -95,6 +96,48 @@ def test_real_records_in_every_citation_style(sample_records):
                     told_places += "place" in pub
                     untold_places += "place" not in pub
     assert told_places and untold_places  # Harvard and IEEE give the place, APA, MLA and Chicago not
+
+
+def test_real_headings_with_fuller_forms_and_particles_are_cited_and_told():
+    """A heading's fuller form ("Harrex, S. C. (Sydney Church), 1935-2015") is not part of the
+    name a bibliography prints, and a particle ("Os, Pieter van") is not a given name to
+    initialize: on the real MARC records each such name the style cites is told in the answer, as
+    the reference prints it (citeproc-py had written "S. C. (Sydney C. Harrex" and "P. van ." and
+    the answer had left the name out)."""
+    import re
+
+    headings = [(record, index) for record in real_marc_records(600)
+                for index, c in enumerate(record.get("contributors") or [])
+                if c.get("contributorNameTypeText") == "Personal name" and cited_name(index, c)
+                and re.search(r", ([^,(]*\(| *\w+ van$)", c["name"])]
+    assert len(headings) >= 10 and any(r["contributors"][i]["name"] == "Os, Pieter van" for r, i in headings)
+    for style, csl in CSL_STYLES.items():
+        for record, index in headings:
+            reference = cite(record, csl, ALL)
+            family = record["contributors"][index]["name"].split(", ")[0]
+            if "et al" in reference.text or family not in reference.text:
+                continue  # a name the style does not print (a role it leaves out, after "et al.")
+            told = [c["name"] for c in reference.values.get("contributors", []) if c["name"].startswith(family + ",")]
+            assert told and all(n in reference.text or n.split(", ", 1)[1] + " " + family in reference.text
+                                for n in told), (style, record["contributors"][index]["name"], reference.text)
+            assert "(" not in reference.text.split(family)[0][-20:], reference.text  # no bracket before the family name
+
+
+def test_a_title_inside_the_publisher_stays_and_a_spaced_value_is_told_as_printed():
+    """Real headings of the corpus: the serial "Neuropathology." is published by "[John Wiley &
+    Sons Australia, Ltd on behalf of Japanese Society of Neuropathology]" (the title's second
+    occurrence is no substitute author to drop), and "Schiedegger  Spiess" (two spaces) is told
+    as the style prints it."""
+    record = {"title": "Neuropathology.", "publication": [{
+        "publisher": "[John Wiley & Sons Australia, Ltd on behalf of Japanese Society of Neuropathology]",
+        "place": "[Richmond, Victoria]"}]}
+    for csl in CSL_STYLES.values():
+        cited = cite(record, csl, ALL)
+        assert cited.values["publication"][0]["publisher"].endswith("Society of Neuropathology]"), (csl, cited.text)
+    spaced = {"title": "Visionäre der Moderne", "publication": [{"publisher": "Schiedegger  Spiess", "dateOfPublication": "2016"}]}
+    for csl in CSL_STYLES.values():
+        cited = cite(spaced, csl, ALL)
+        assert cited.values["publication"][0]["publisher"] == "Schiedegger Spiess" and "Schiedegger Spiess" in cited.text
 
 
 def test_render_gives_plain_text_and_the_italic_title():

@@ -27,6 +27,10 @@ _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _ITALIC = re.compile(r"<i>(.*?)</i>", re.S)
 _TAG = re.compile(r"<[^>]+>")
 _LABEL = re.compile(r"^\[\d+\]\s*")  # IEEE's "[1]" (a list's own numbering)
+# a heading's fuller form or qualifier after the given names: "Harrex, S. C. (Sydney Church)"
+_BRACKETED = re.compile(r"\s*\([^)]*\)?")
+# "van", "de la": lower-case words that end the given names of an inverted heading ("Os, Pieter van")
+_PARTICLES = re.compile(r"((?:\s+(?:van|von|de|der|den|da|das|do|dos|du|des|la|le|di|del|della|ten|ter|zu|af))+)$")
 
 
 def _honour_initialize_false() -> None:
@@ -75,10 +79,12 @@ def render(item: dict, csl_name: str) -> tuple[str, str]:
     plain = " ".join(_LABEL.sub("", html.unescape(_TAG.sub("", marked))).split())
     if title and plain.count(title) > 1:
         # a title that stands in for missing authors is written once (CSL's substitute rule,
-        # which citeproc-py 0.11 does not follow): the second, in the title's own place, goes
+        # which citeproc-py 0.11 does not follow): the second, in the title's own place, goes;
+        # the title's words inside a publisher ("... Society of Neuropathology") stay
         first = plain.index(title) + len(title)
         second = plain.index(title, first)
-        plain = (plain[:second] + plain[second + len(title):].lstrip(" .,")).strip()
+        if plain[second - 2:second] in (". ", ") ", ", "):
+            plain = (plain[:second] + plain[second + len(title):].lstrip(" .,")).strip()
     return plain, title
 
 
@@ -102,9 +108,12 @@ class CitedName:
     family: str = ""
     given: str = ""
     literal: str = ""
+    particle: str = ""  # "van" in "Os, Pieter van": after the given names, never initialized
 
     def csl(self) -> dict:
-        return {"literal": self.literal} if self.literal else {"family": self.family, "given": self.given}
+        if self.literal:
+            return {"literal": self.literal}
+        return {"family": self.family, "given": self.given, **({"dropping-particle": self.particle} if self.particle else {})}
 
     def told_form(self, text: str) -> str:
         """The name as the rendered ``text`` tells it, inverted ("Levine, M." for "M. Levine"),
@@ -112,6 +121,7 @@ class CitedName:
         if self.literal:
             return self.literal if self.literal in text else ""
         for given in _given_forms(self.given):
+            given = f"{given} {self.particle}".strip()
             if f"{self.family}, {given}" in text or f"{given} {self.family}" in text:
                 return f"{self.family}, {given}"
         return ""
@@ -136,11 +146,16 @@ def cited_name(index: int, contributor: dict) -> CitedName | None:
         return None
     parts = [p.strip() for p in name.split(", ")]
     personal = contributor.get("contributorNameTypeText") == "Personal name"
-    if not personal or len(parts) < 2 or any(ch.isdigit() for ch in parts[1]) or not parts[1]:
+    # a bibliography cites the name as the item gives it, without the heading's fuller form
+    given = _BRACKETED.sub("", parts[1]).strip().rstrip(",") if len(parts) > 1 else ""
+    if not personal or not given or any(ch.isdigit() for ch in given):
         # a body, or a personal name without given names ("Homer"): cited as written, dates aside
         literal = parts[0] if personal else name.rstrip(".")
         return CitedName(index, role, literal=literal)
-    return CitedName(index, role, family=parts[0], given=parts[1].rstrip(","))
+    particle = _PARTICLES.search(given)
+    if particle and particle.start() > 0:
+        return CitedName(index, role, family=parts[0], given=given[:particle.start()], particle=particle.group(1).strip())
+    return CitedName(index, role, family=parts[0], given=given)
 
 
 @dataclass
@@ -203,11 +218,11 @@ def cite(record: dict, csl_name: str, fields: set[str]) -> Cited:
 def _found(text: str, value: str) -> str:
     """``value`` as ``text`` writes it (the style may change its case; closing punctuation as the
     record has it where the text keeps the value as it is), or "" if it is not there."""
-    bare = clean(value)
+    bare = " ".join(clean(html.unescape(str(value or ""))).split())  # as the style prints it
     if not bare:
         return ""
     at = text.casefold().find(bare.casefold()) if len(text.casefold()) == len(text) else text.find(bare)
     if at < 0:
         return ""
     written = text[at:at + len(bare)]
-    return str(value).strip() if written == bare else written
+    return str(value).strip() if written == clean(value) else written
