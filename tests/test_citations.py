@@ -123,6 +123,19 @@ def test_real_headings_with_fuller_forms_and_particles_are_cited_and_told():
             assert "(" not in reference.text.split(family)[0][-20:], reference.text  # no bracket before the family name
 
 
+def test_a_name_is_told_as_the_citation_prints_it_not_as_the_publisher_repeats_it():
+    """A real record of the test split: Noni Potter published her own book, so "[Noni Potter]"
+    stands in the reference beside the cited "Potter, N."; the answer's name is the cited form
+    (the reference had held "Potter, Noni", and the model's right "Potter, N." scored wrong)."""
+    record = {"title": "Living your best life : keys to freedom and wholeness",
+              "contributors": [{"name": "Potter, Noni", "contributorNameTypeText": "Personal name",
+                                "contributorTypeText": "Author", "primary": True}],
+              "publication": [{"publisher": "[Noni Potter]", "place": "[South Australia]", "dateOfPublication": "2021"}]}
+    told = {style: cite(record, csl, ALL).values["contributors"][0]["name"] for style, csl in CSL_STYLES.items()}
+    assert told == {"apa": "Potter, N.", "harvard": "Potter, N.", "ieee": "Potter, N.",
+                    "mla": "Potter, Noni", "chicago": "Potter, Noni"}
+
+
 def test_a_title_inside_the_publisher_stays_and_a_spaced_value_is_told_as_printed():
     """Real headings of the corpus: the serial "Neuropathology." is published by "[John Wiley &
     Sons Australia, Ltd on behalf of Japanese Society of Neuropathology]" (the title's second

@@ -120,11 +120,14 @@ class CitedName:
         or "" where the style left it out ("et al.")."""
         if self.literal:
             return self.literal if self.literal in text else ""
+        # the form printed first: the cited name, not the same person named later in natural order
+        # ("Potter, N. (2021) ... [South Australia]: [Noni Potter].")
+        found = []
         for given in _given_forms(self.given):
             given = f"{given} {self.particle}".strip()
-            if f"{self.family}, {given}" in text or f"{given} {self.family}" in text:
-                return f"{self.family}, {given}"
-        return ""
+            found += [(text.find(form), -len(form), f"{self.family}, {given}")
+                      for form in (f"{self.family}, {given}", f"{given} {self.family}") if form in text]
+        return min(found, default=(0, 0, ""))[2]
 
 
 def _given_forms(given: str) -> list[str]:
