@@ -156,7 +156,7 @@ def cited_name(index: int, contributor: dict) -> CitedName | None:
         literal = parts[0] if personal else name.rstrip(".")
         return CitedName(index, role, literal=literal)
     particle = _PARTICLES.search(given)
-    if particle and particle.start() > 0:
+    if particle:  # never the whole of the given names: the pattern needs a space before it
         return CitedName(index, role, family=parts[0], given=given[:particle.start()], particle=particle.group(1).strip())
     return CitedName(index, role, family=parts[0], given=given)
 
