@@ -188,6 +188,9 @@ FIRTH = "By J. (John) Firth (cartographer); compiled by John Deckert; Charles de
 # references as the dataset's citation styles print them (the answers a model wrote run two names together)
 MERCHANT = "Merchant, Suzanne, and Mills & Boon Forever. 2022. Their Wildest Safari Dream. HarperCollins Publishers."
 FAULKNER = "Faulkner, T., & Land, S. (2022). Aussie Ark. Echo Publishing. Price, Norman, et al. The Pineapple Queen."
+# a real labels row: the model wrote "Millea, Jen", leaving the dates out
+MILLEA = ("Title: On breaking up: the short guide for mature ladies / Jennifer Millea\nAuthor: Jen Millea, 1961-\n"
+          "Edition: Smashwords edition\nPublisher: Jen Millea\nPlace: [Canberra, Australian Capital Territory]\nDate: 2016")
 # a real one-line row: the model wrote "Anglican Church Grammar School", leaving its qualifier out
 EAGLES = ("For Eagles' wings. By Anglican Church Grammar School (Brisbane, Qld.) (issuing body); YourSay Community "
           "Panel (A.C.T.). Published by Churchie, [East Brisbane, Queensland].")
@@ -200,12 +203,13 @@ def names_answer(*names: str) -> str:
 @pytest.mark.parametrize("description, names", [
     (BIRDS, ["Schulenberg, Thomas S.", "Marantz, Curtis A.", "English, Peter H.", "Peter H. English",
              "Cornell University. Library of Natural Sounds", "Conservation International"]),
-    (CHEW, ["Chew, Francis Thornton, 1841-1893", "Chew, Francis Thornton"]),
+    (CHEW, ["Chew, Francis Thornton, 1841-1893"]),
     (DUTSCHKE, ["DUTSCHKE, RICHARD JOHN, 1963-", "Dutschke, Richard", "RICHARD JOHN DUTSCHKE, 1963-"]),
-    (FIRTH, ["Firth, J. (John)", "Deckert, John", "de Gaulle, Charles", "Bowlby, Rachel, 1957-", "Bowlby, Rachel"]),
+    (FIRTH, ["Firth, J. (John)", "Deckert, John", "de Gaulle, Charles", "Bowlby, Rachel, 1957-"]),
     (MERCHANT, ["Merchant, Suzanne", "Mills & Boon Forever"]),
     (FAULKNER, ["Faulkner, T.", "Land, S.", "Price, Norman"]),
     (EAGLES, ["Anglican Church Grammar School (Brisbane, Qld.)", "YourSay Community Panel (A.C.T.)"]),
+    (MILLEA, ["Millea, Jen, 1961-", "Jen Millea, 1961-", "Millea, Jennifer"]),
 ])
 def test_a_name_is_built_from_the_description_words(tokenizer, index, description, names):
     """As told, or inverted "Surname, Given names" from a name told in natural order."""
@@ -220,6 +224,9 @@ def test_a_name_is_built_from_the_description_words(tokenizer, index, descriptio
     (BIRDS, "Peter H. English; Cornell University", "Peter H. English"),  # two names run together
     (BIRDS, "eter H. English", ""),  # a name starts where a word does
     (CHEW, "Chew, Francis, 1841-1893", "Chew, Francis"),  # given names cut short
+    (CHEW, "Chew, Francis Thornton", "Chew, Francis Thornton"),  # the dates go with the name
+    (FIRTH, "Bowlby, Rachel", "Bowlby, Rachel"),
+    (MILLEA, "Millea, Jennifer, 1961-", "Millea, Jennifer"),  # the title's form has no dates
     (DUTSCHKE, "Dutschke, Richard JOHN, 1963-", "Dutschke, Richard"),  # re-formed
     (FIRTH, "Gaulle, Charles", "Gaulle, Charles"),  # "Gaulle, Charles de" or "de Gaulle, Charles"
     (FIRTH, "compiled by John Deckert", ""),  # a name starts with a capital
@@ -236,6 +243,40 @@ def test_a_name_not_in_the_description_is_blocked(tokenizer, index, description,
     before, _, _ = first_blocked(tokenizer, index, description, names_answer(name))
     written = before.removeprefix('{"contributors":[{"name":"')
     assert allowed.startswith(written) and len(allowed) - len(written) < 6, (written, allowed)
+
+
+def test_a_name_keeps_the_dates_told_with_it(tokenizer, index):
+    """Without the labels "Millea, Jen" is the publisher's "Jen Millea" inverted; with them (a name
+    starts in no publisher's part) the only "Jen Millea" is the author's, and its dates go with it."""
+    assert first_blocked(tokenizer, index, MILLEA, names_answer("Millea, Jen")) is None
+    assert first_blocked(tokenizer, index, MILLEA, names_answer("Millea, Jen, 1961-"), labels=LABELS) is None
+    written, _, _ = first_blocked(tokenizer, index, MILLEA, names_answer("Millea, Jen"), labels=LABELS)
+    assert written.endswith('"name":"Millea, Jen'), written
+
+
+# a real ISBD test row: the answer cut the publisher at its comma ("Electronic Industries Assoc.")
+EIA = ("Type designations for receiver type tube sockets. -- Washington, D.C : Electronic Industries Assoc., Engineering "
+       "Dept, [1965]. -- ©1965. -- 13 pages : illustrations ; 29 cm. -- (EIA standard ; EIA RS-167-C.). Names: Electronic "
+       "Industries Association. Engineering Department; American National Standards Institute. Subjects: Electron "
+       "tubes--Standards--United States; Radio--Receivers and reception--Standards--United States.")
+ONE_LINE = "For Chaĭnai͡a roza. Published in 2006 by Novoe literaturnoe obozrenie, Moskva. 122 p. ; 20 cm."
+
+
+def publisher_answer(publisher: str, place: str = "") -> str:
+    publication = {"publisher": publisher, **({"place": place} if place else {})}
+    return json.dumps({"publication": [publication]}, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_a_publisher_told_after_a_colon_goes_on_past_a_comma_before_no_date(tokenizer, index):
+    """After "Place : " a comma before a capitalized item without a digit is inside the publisher's
+    name; the comma before the date ends it, and without a colon a comma still may ("Publisher, Place")."""
+    whole = "Electronic Industries Assoc., Engineering Dept"
+    assert first_blocked(tokenizer, index, EIA, publisher_answer(whole, "Washington, D.C")) is None
+    written, _, _ = first_blocked(tokenizer, index, EIA, publisher_answer("Electronic Industries Assoc."))
+    assert written.split('"')[-1] in ("Electronic Industries Assoc", "Electronic Industries Assoc."), written
+    # a place is no publisher: its comma stays a way to end it
+    assert first_blocked(tokenizer, index, EIA, publisher_answer(whole, "Washington")) is None
+    assert first_blocked(tokenizer, index, ONE_LINE, publisher_answer("Novoe literaturnoe obozrenie", "Moskva")) is None
 
 
 def test_a_name_is_written_at_most_twice(tokenizer, index):
@@ -275,7 +316,7 @@ def test_the_part_labels_are_the_description_styles_own():
     (LISTED, names_answer("Conservation International. Subjects: Birdsongs"), "Conservation International."),
     (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"Language: English"}]}', ""),
     (LABELLED, '{"subjects":[{"value":"Parables"},{"value":"English"}]}', ""),  # another field's part
-    (LABELLED, '{"publication":[{"publisher":"Witton Books; Place: Lower Beechmont"}]}', "Witton Books"),
+    (LABELLED, '{"publication":[{"publisher":"Witton Books; Place: Lower Beechmont, Queensland"}]}', "Witton Books"),
     (AREAS, '{"title":"The Sorcerer\'s Protégée /. — Strathpine Centre"}', "The Sorcerer's Protégée /."),  # an ISBD area
     # a real one-line row: the class number ran on into the subjects
     (BALLET, '{"classifications":[{"classificationNumber":"M3.3.D3 B6. Subjects are Ballets"}]}', "M3.3.D3 B6."),

@@ -63,6 +63,15 @@ NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or 
 # a capitalized qualifier in brackets goes with the name before it ("Anglican Church Grammar School
 # (Brisbane, Qld.)", "YourSay Community Panel (A.C.T.)"): no name ends before one
 QUALIFIER_FOLLOWS = re.compile(rb" \([A-Z]")
+# a name's dates go with it ("Jen Millea, 1961-" is "Millea, Jen, 1961-", never "Millea, Jen"): no name
+# ends before ", 1961-", ", 1820-1905", ", -1604", ", 1949 May 28-", ", approximately 1556-", ", fl. 1329"
+DATES_FOLLOW = re.compile(rb", (?:(?:approximately|active|fl\.|b\.|d\.|born|died) [-\d]|-\d|\d{1,4}\??(?: [A-Z][a-z]+ \d{1,2})?-)")
+PUBLISHER = "publication.publisher"
+# "Washington, D.C : Electronic Industries Assoc., Engineering Dept, [1965]": after a colon ("Place :
+# Publisher, Date", "Publisher: ...") a comma before a capitalized item without a digit is inside the
+# publisher's name, not where its date begins
+AFTER_A_COLON = re.compile(r": (.*?)(?=\. |;|\\n| \| | — | -- |$)".encode())
+NO_DATE_ITEM = re.compile(rb", (?=[A-Z][^,\d]*(?:, |$))")
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 # another copied value (a subject, a publisher, a date) is written at most this often, or as often as the
 # description tells it if more: "Venezia" a fourth time is a loop, not a record
@@ -315,7 +324,7 @@ class _Source:
         """This text as names are copied from it: spans cut before what NOT_IN_A_NAME finds,
         ending on a letter, a digit or NAME_END."""
         ends_at = frozenset(at for at in self.ends_at if at and (_word(self.text[at - 1]) or self.text[at - 1] in NAME_END)
-                            and not QUALIFIER_FOLLOWS.match(self.text, at))
+                            and not QUALIFIER_FOLLOWS.match(self.text, at) and not DATES_FOLLOW.match(self.text, at))
         cuts = tuple(sorted({*self.cuts, *(m.end() for m in NOT_IN_A_NAME.finditer(self.text))}))
         return _Source(self.text, self.starts if starts is None else starts, ends_at, cuts)
 
@@ -347,9 +356,15 @@ def _parts(escaped: str, labels: tuple) -> tuple[tuple[int, int, frozenset], ...
                  for m in pattern.finditer(escaped))
 
 
-def _scope(path: str) -> tuple[bool, str]:
-    """What decides the sources of a copied path: is it a name, and its record field."""
-    return path in NAME_FIELDS, path.split(".")[0]
+def _scope(path: str) -> tuple[bool, str, bool]:
+    """What decides the sources of a copied path: is it a name, its record field, is it a publisher."""
+    return path in NAME_FIELDS, path.split(".")[0], path == PUBLISHER
+
+
+def _inside_publishers(text: bytes) -> frozenset:
+    """Where a publisher told after a colon goes on past a comma (AFTER_A_COLON, NO_DATE_ITEM)."""
+    return frozenset(colon.start(1) + comma.start() for colon in AFTER_A_COLON.finditer(text)
+                     for comma in NO_DATE_ITEM.finditer(colon.group(1)))
 
 
 def _name_ends_here(escaped: str, words: list, last: int, end: int) -> bool:
@@ -450,7 +465,8 @@ class _Row:
             elif scope[1] == "subjects" and self.subject_lists:
                 self._sources[scope] = [self.subjects]
             else:
-                self._sources[scope] = [_Source(desc.text, desc.starts - foreign, desc.ends_at, desc.cuts)]
+                ends = desc.ends_at - _inside_publishers(desc.text) if scope[2] else desc.ends_at
+                self._sources[scope] = [_Source(desc.text, desc.starts - foreign, ends, desc.cuts)]
         return self._sources[scope]
 
     def _foreign(self, field: str) -> frozenset:
