@@ -254,7 +254,8 @@ def test_a_name_keeps_the_dates_told_with_it(tokenizer, index):
     assert written.endswith('"name":"Millea, Jen'), written
 
 
-# a real ISBD test row: the answer cut the publisher at its comma ("Electronic Industries Assoc.")
+# a real ISBD test row: the answer cut the publisher at its comma ("Electronic Industries Assoc."),
+# went on from the extent to the subjects and left the series out
 EIA = ("Type designations for receiver type tube sockets. -- Washington, D.C : Electronic Industries Assoc., Engineering "
        "Dept, [1965]. -- ©1965. -- 13 pages : illustrations ; 29 cm. -- (EIA standard ; EIA RS-167-C.). Names: Electronic "
        "Industries Association. Engineering Department; American National Standards Institute. Subjects: Electron "
@@ -586,6 +587,35 @@ def test_a_field_left_out_unsurely_is_begun(tokenizer, index, torch_scores):
     assert choose('{"title":"Design for Love","', 0.7, leave=0.8) == (True, {})
     passed = '{"title":"Design for Love","publication":[{"publisher":"Thorndike Press"}],"'
     assert choose(passed, 0.7) == (True, {})
+
+
+KEY_ORDER = tuple(parse_params({}).dataset.target_fields)
+AFTER_EXTENT = '{"title":"Type designations for receiver type tube sockets","physicalDescriptions":["13 pages : illustrations ; 29 cm"],"'
+
+
+@pytest.mark.parametrize("torch_scores", [True, False])
+def test_a_series_told_in_an_isbd_area_is_not_passed(tokenizer, index, torch_scores):
+    """Where the description holds an ISBD series area, the keys after the series and the record's
+    end stay closed until the series is written; keys before it stay open. A series the model
+    would have passed is flagged (its confidence the model's own for not passing it)."""
+    keys = {key: encode(tokenizer, key)[0] for key in ("series", "subjects", "languages", "identifiers")}
+
+    def open_keys(description: str, answer: str, passing: float = 0.0):
+        processor = CopyProcessor(index, [description], len(PROMPT), key_order=KEY_ORDER)
+        scores = torch.zeros((1, len(tokenizer)))
+        scores[0, keys["subjects"]] = np.log(passing / (1 - passing) * len(tokenizer)) if passing else 0.0
+        line = scores if torch_scores else scores.numpy()
+        processor(torch.tensor([PROMPT + encode(tokenizer, answer)]), line)
+        return {key for key, token in keys.items() if np.isfinite(np.asarray(line[0, token]))}, processor.opened(0)
+
+    assert open_keys(EIA, AFTER_EXTENT) == ({"series", "identifiers"}, {})
+    kept, opened = open_keys(EIA, AFTER_EXTENT, passing=0.9)
+    assert kept == {"series", "identifiers"} and 0.05 < opened["series"] < 0.15
+    told_otherwise = EIA.replace("-- (EIA standard ; EIA RS-167-C.).", "Series: EIA standard ; EIA RS-167-C.")
+    assert told_otherwise != EIA and open_keys(told_otherwise, AFTER_EXTENT)[0] == set(keys)
+    written = AFTER_EXTENT + 'series":[{"value":"EIA standard ; EIA RS-167-C."}],"'
+    assert open_keys(EIA, written)[0] == set(keys)
+    assert open_keys(EIA, AFTER_EXTENT + 'subjects":[{"value":"Electron tubes--Standards--United States"}],"')[0] == set(keys)
 
 
 @pytest.mark.parametrize("description, answer", [

@@ -72,16 +72,17 @@ def schema_processor_factory(tokenizer, schema: dict):
     return lambda conversations, width: [SchemaProcessor(compiled, len(conversations), tokenizer.pad_token_id)]
 
 
-def copy_processor_factory(tokenizer, fields, labels=(), open_below=()):
+def copy_processor_factory(tokenizer, fields, labels=(), open_below=(), key_order=()):
     """A function (conversations of a batch, prompt width) -> [copy-constraint processor]: the
     values of ``fields`` may only be verbatim spans of each row's description (its user message),
     within the parts the ``labels`` open (``Decoding.part_labels``); the fields of ``open_below``
-    are begun where the model leaves them out less surely (``Decoding.open_below``)."""
+    are begun where the model leaves them out less surely (``Decoding.open_below``), and a field
+    an ISBD area tells is not passed (``Decoding.key_order``: the record's keys in order)."""
     from folio_llm.decoding.copy_constraint import CopyIndex, CopyProcessor
 
     index = CopyIndex.for_tokenizer(tokenizer)
     return lambda conversations, width: [CopyProcessor(index, [description(c) for c in conversations], width,
-                                                       fields, labels, open_below)]
+                                                       fields, labels, open_below, key_order)]
 
 
 def description(conversation) -> str:
@@ -109,6 +110,7 @@ class Decoding:
     part_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # eval.open_below with the copy constraint: (field, threshold, the record's keys after it)
     open_below: tuple[tuple[str, float, tuple[str, ...]], ...] = ()
+    key_order: tuple[str, ...] = ()  # the record's keys in order (dataset.target_fields), with the copy constraint
 
 
 def decoding_settings(params, constrained: bool | None = None, copy: bool | None = None,
@@ -127,7 +129,7 @@ def decoding_settings(params, constrained: bool | None = None, copy: bool | None
     return Decoding(target_schema(params.denormalize.fields, labels) if schema else None,
                     params.eval.copy_fields if copy else None,
                     part_labels(params.dataset) if within_parts else (),
-                    _open_below(params) if copy else ())
+                    _open_below(params) if copy else (), tuple(params.dataset.target_fields) if copy else ())
 
 
 def _open_below(params) -> tuple:
@@ -154,5 +156,6 @@ def decoding_constraint(tokenizer, decoding: Decoding | None):
     if decoding is None:
         return None
     return compose(schema_processor_factory(tokenizer, decoding.schema) if decoding.schema else None,
-                   copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels, decoding.open_below)
+                   copy_processor_factory(tokenizer, decoding.copy_fields, decoding.part_labels, decoding.open_below,
+                                          decoding.key_order)
                    if decoding.copy_fields else None)

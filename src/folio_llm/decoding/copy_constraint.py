@@ -72,6 +72,9 @@ PUBLISHER = "publication.publisher"
 # publisher's name, not where its date begins
 AFTER_A_COLON = re.compile(r": (.*?)(?=\. |;|\\n| \| | — | -- |$)".encode())
 NO_DATE_ITEM = re.compile(rb", (?=[A-Z][^,\d]*(?:, |$))")
+# an ISBD series area, "... — 3 sound discs. — (EIA standard ; EIA RS-167-C.). — ISBN ...": the answer
+# left the series out on most descriptions holding one, while it wrote the series the other styles tell
+ISBD_SERIES_AREA = re.compile(r"\. (?:—|--) \(".encode())
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 # another copied value (a subject, a publisher, a date) is written at most this often, or as often as the
 # description tells it if more: "Venezia" a fourth time is a loop, not a record
@@ -254,6 +257,29 @@ class CopyIndex:
                 if text:
                     (opening if begins else skipping).append(token)
             self._choices[key] = opening, skipping
+        return self._choices[key]
+
+    def passing(self, state: _Json, field: str, order: tuple[str, ...], fields: frozenset) -> list[int]:
+        """From ``state``, where a key of the record is begun or being written: the tokens that
+        make it a key after ``field`` in ``order`` (the record's keys) or end the record, where
+        it could no longer be ``field`` nor a key before it; memoized."""
+        key = (fields, state.signature(), field, order)
+        if key not in self._choices:
+            at = order.index(field)
+            before, after = [k.encode() for k in order[:at + 1]], [k.encode() for k in order[at + 1:]]
+            tokens = []
+            for token, piece in enumerate(self.pieces):
+                if token in self.stop_ids or not piece or (state.mode != "key" and b'"' not in piece and b"}" not in piece):
+                    continue
+                then = state.copy()
+                then.feed(piece, fields)
+                if then.mode == "done" or not then.frames:
+                    tokens.append(token)
+                    continue
+                text = then.text if then.mode == "key" and len(then.frames) == 1 else then.frames[0][2].encode()
+                if any(k.startswith(text) for k in after) and not any(k.startswith(text) for k in before):
+                    tokens.append(token)
+            self._choices[key] = tokens
         return self._choices[key]
 
     def openers(self, state: _Json, fields: frozenset) -> list:
@@ -441,6 +467,7 @@ class _Row:
         self.subject_lists = self._lists("subjects")
         self.subjects, self.subject_items, self.last_subjects = self._subject_items()
         self.name_items = self._name_items()
+        self.areas = frozenset({"series"} if ISBD_SERIES_AREA.search(desc) else ())  # fields not to be left out
         self._sources: dict[tuple, list[_Source]] = {}
         self.state, self.stopped = _Json(), False
         self.written: dict[str, Counter] = {}  # path: how often each bare value was written
@@ -660,10 +687,12 @@ class CopyProcessor:
     (end-of-turn, then pads) is done and left alone. Single use: one per ``generate`` call."""
 
     def __init__(self, index: CopyIndex, descriptions: list[str], prompt_width: int,
-                 fields: Iterable[str] = COPY_FIELDS, labels: Sequence[tuple] = (), open_below: Sequence[tuple] = ()):
+                 fields: Iterable[str] = COPY_FIELDS, labels: Sequence[tuple] = (), open_below: Sequence[tuple] = (),
+                 key_order: Sequence[str] = ()):
         self.fields = frozenset(fields)
         self.rows = [_Row(index, description, self.fields, tuple(labels)) for description in descriptions]
         self.open_below = tuple(open_below)  # (field, below, the keys after it): Decoding.open_below
+        self.key_order = tuple(key_order)  # the record's keys in order: Decoding.key_order
         self.prompt_width = prompt_width
         self.seen = 0
         self.fallbacks = 0
@@ -685,6 +714,8 @@ class CopyProcessor:
             self._apply(self.rows[row].mask(), line)
             for field, below, later in self.open_below:
                 self._begin(self.rows[row], line, field, below, later)
+            for field in self.rows[row].areas:
+                self._not_passed(self.rows[row], line, field)
         return scores
 
     def _begin(self, row: _Row, line, field: str, below: float, later: tuple) -> None:
@@ -705,6 +736,24 @@ class CopyProcessor:
         if begin > 0 and leave < below * (begin + leave):
             line[skipping] = NEG_INF
             row.opened[field] = round(begin / (begin + leave), 4)
+
+    def _not_passed(self, row: _Row, line, field: str) -> None:
+        """Where the record's next key is begun or being written and ``field``, told in an ISBD
+        area of its own (``_Row.areas``), is not written yet nor passed: the tokens that would
+        pass it are closed. Like ``_begin``, a field the model would have left out is flagged."""
+        state = row.state
+        if (row.stopped or field not in self.key_order or len(state.frames) != 1 or state.mode not in ("key", "value")
+                or row.keys.intersection(self.key_order[self.key_order.index(field):])):
+            return
+        passing = row.index.passing(state, field, self.key_order, self.fields)
+        if not passing:
+            return
+        probabilities = _softmax(line)
+        leave = float(probabilities[passing].sum())
+        if leave < 1.0 - 1e-6:
+            line[passing] = NEG_INF
+            if leave > 0.5:
+                row.opened[field] = round(1.0 - leave, 4)
 
     def opened(self, row: int) -> dict[str, float]:
         """The fields begun in row ``row`` that the model would have left out (``open_below``),
@@ -728,10 +777,10 @@ class CopyProcessor:
 
     @classmethod
     def for_llamacpp(cls, index: CopyIndex, description: str, prompt_len: int, fields: Iterable[str] = COPY_FIELDS,
-                     labels: Sequence[tuple] = (), open_below: Sequence[tuple] = ()):
+                     labels: Sequence[tuple] = (), open_below: Sequence[tuple] = (), key_order: Sequence[str] = ()):
         """A llama-cpp-python ``logits_processor``: (input_ids, scores) of one sequence, numpy,
         input_ids holding prompt and answer so far. The processor is its ``.processor``."""
-        processor = cls(index, [description], prompt_len, fields, labels, open_below)
+        processor = cls(index, [description], prompt_len, fields, labels, open_below, key_order)
 
         def process(input_ids, scores):
             processor(input_ids[None, :], scores[None, :])

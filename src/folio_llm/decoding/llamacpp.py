@@ -128,7 +128,7 @@ def generate_scored(llm, tokenizer, conversations: Sequence[Sequence[dict]], max
         _fits(llm, len(ids), max_new_tokens)
         recorder = LlamaTokenProbabilities(closes)
         processors = [CopyProcessor.for_llamacpp(index, description(messages), len(ids), copy_fields, part_labels,
-                                                 decoding.open_below)] if copy_fields else []
+                                                 decoding.open_below, decoding.key_order)] if copy_fields else []
         result = llm.create_completion(
             ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar,
             stopping_criteria=_stops(tokenizer, len(ids)), logits_processor=LogitsProcessorList(processors + [recorder]))
