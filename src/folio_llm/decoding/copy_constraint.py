@@ -72,8 +72,8 @@ PUBLISHER = "publication.publisher"
 # publisher's name, not where its date begins
 AFTER_A_COLON = re.compile(r": (.*?)(?=\. |;|\\n| \| | — | -- |$)".encode())
 NO_DATE_ITEM = re.compile(rb", (?=[A-Z][^,\d]*(?:, |$))")
-# an ISBD series area, "... — 3 sound discs. — (EIA standard ; EIA RS-167-C.). — ISBN ...": the answer
-# left the series out on most descriptions holding one, while it wrote the series the other styles tell
+# an ISBD series area, "... -- 13 pages : illustrations ; 29 cm. -- (EIA standard ; EIA RS-167-C.).": the
+# answer left the series out of most descriptions holding one, while it wrote those the other styles tell
 ISBD_SERIES_AREA = re.compile(r"\. (?:—|--) \(".encode())
 MAX_SAME_NAME = 2  # one person in two roles; a third time (or a part of it) is a model caught in a loop
 # another copied value (a subject, a publisher, a date) is written at most this often, or as often as the
