@@ -65,7 +65,8 @@ NAME_END = frozenset(b".)]-?'")  # what a name may end with besides a letter or 
 QUALIFIER_FOLLOWS = re.compile(rb" \([A-Z]")
 # a name's dates go with it ("Jen Millea, 1961-" is "Millea, Jen, 1961-", never "Millea, Jen"): no name
 # ends before ", 1961-", ", 1820-1905", ", -1604", ", 1949 May 28-", ", approximately 1556-", ", fl. 1329"
-DATES_FOLLOW = re.compile(rb", (?:(?:approximately|active|fl\.|b\.|d\.|born|died) [-\d]|-\d|\d{1,4}\??(?: [A-Z][a-z]+ \d{1,2})?-)")
+DATES_FOLLOW = re.compile(
+    rb", (?:(?:approximately|active|fl\.|b\.|d\.|born|died) [-\d]|-\d|\d{1,4}\??(?: [A-Z][a-z]+ \d{1,2})?-)")
 PUBLISHER = "publication.publisher"
 # "Washington, D.C : Electronic Industries Assoc., Engineering Dept, [1965]": after a colon ("Place :
 # Publisher, Date", "Publisher: ...") a comma before a capitalized item without a digit is inside the
@@ -177,6 +178,18 @@ class _Json:
             touched.append((self.value_path(), self.text, False))
 
 
+def _key_after(state: _Json, piece: bytes, fields: frozenset) -> tuple[bytes | None, bool]:
+    """The record's key as written once ``piece`` follows ``state`` at its top level, and whether
+    it is still being written; (None, False) where ``piece`` ends the record."""
+    after = state.copy()
+    after.feed(piece, fields)
+    if after.mode == "done" or not after.frames:
+        return None, False
+    if after.mode == "key" and len(after.frames) == 1:
+        return after.text, True
+    return after.frames[0][2].encode(), False
+
+
 def _holds_copies(frame: tuple, fields: frozenset) -> bool:
     """Whether ``frame`` is a list whose elements hold copied values."""
     return frame[0] == "[" and any(field.startswith(frame[1] + ".") for field in fields)
@@ -242,16 +255,9 @@ class CopyIndex:
                     text = piece.split(b'"')[0]
                     begins = name.startswith(text) if b'"' not in piece else text == name
                 elif b'"' in piece or b"}" in piece:
-                    after = state.copy()
-                    after.feed(piece, fields)
-                    if after.mode == "done" or not after.frames:
-                        text, begins = b"}", False
-                    elif after.mode == "key" and len(after.frames) == 1:
-                        text = after.text
-                        begins = name.startswith(text)
-                    else:
-                        text = after.frames[0][2].encode()
-                        begins = text == name
+                    text, partial = _key_after(state, piece, fields)
+                    begins = text is not None and (name.startswith(text) if partial else text == name)
+                    text = b"}" if text is None else text
                 else:
                     continue
                 if text:
@@ -269,15 +275,12 @@ class CopyIndex:
             before, after = [k.encode() for k in order[:at + 1]], [k.encode() for k in order[at + 1:]]
             tokens = []
             for token, piece in enumerate(self.pieces):
-                if token in self.stop_ids or not piece or (state.mode != "key" and b'"' not in piece and b"}" not in piece):
+                if token in self.stop_ids or not piece or (
+                        state.mode != "key" and b'"' not in piece and b"}" not in piece):
                     continue
-                then = state.copy()
-                then.feed(piece, fields)
-                if then.mode == "done" or not then.frames:
-                    tokens.append(token)
-                    continue
-                text = then.text if then.mode == "key" and len(then.frames) == 1 else then.frames[0][2].encode()
-                if any(k.startswith(text) for k in after) and not any(k.startswith(text) for k in before):
+                text, _ = _key_after(state, piece, fields)
+                if text is None or (any(k.startswith(text) for k in after)
+                                    and not any(k.startswith(text) for k in before)):
                     tokens.append(token)
             self._choices[key] = tokens
         return self._choices[key]
